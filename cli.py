@@ -1,0 +1,100 @@
+"""maskray's command line: thin click commands over `jobs/` and `pipeline/`.
+
+Each command calls one function of `jobs/` or `pipeline/`. A `MaskrayError` becomes one line
+on stderr and its exit code; click's own usage errors exit 2. Imports of the heavy layers
+happen inside the commands so `maskray --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from models.errors import MaskrayError
+
+
+class _Group(click.Group):
+    """Lists commands in the order they are declared, which follows a user's day."""
+
+    def list_commands(self, ctx):
+        return list(self.commands)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="maskray")
+def cli():
+    """maskray: Mask R-CNN instance segmentation over large image and video collections.
+
+    \b
+    Example:
+      maskray demo
+      maskray submit ./videos/ --output out/ --weights coco --every 5
+      maskray query out/ "SELECT category, count(*) FROM instances GROUP BY 1"
+    """
+
+
+# ---- commands are registered below; each lives in one function ----------------------------
+
+
+# @@models
+
+
+# @@submit
+
+
+# @@status
+
+
+# @@jobs
+
+
+# @@logs
+
+
+# @@cancel
+
+
+# @@query
+
+
+# @@export
+
+
+# @@eval
+
+
+# @@render
+
+
+# @@train
+
+
+# @@ablate
+
+
+# @@demo
+
+
+def main(argv=None) -> None:
+    """Console entry point: runs the CLI and turns maskray's errors into one line."""
+    try:
+        # Commands return their exit code (0, or 3 when some inputs were recorded as errors).
+        code = cli.main(args=argv, prog_name="maskray", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("maskray: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except MaskrayError as error:
+        click.echo(f"maskray: error: {error}", err=True)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        click.echo("maskray: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+"""maskray's error types: each carries the one line a user sees and the exit code.
+
+Every layer raises these for a user's mistake; `cli.py` prints `str(error)` and exits
+with `error.exit_code`, no traceback. Anything else is a bug and keeps its traceback.
+"""
+
+
+class MaskrayError(Exception):
+    """A failure with a one-line message meant for the user (exit 1: the job failed)."""
+
+    exit_code = 1
+
+
+class UsageError(MaskrayError):
+    """The user asked for something that cannot be done as asked (exit 2)."""
+
+    exit_code = 2
+
+
+class WeightsError(UsageError):
+    """Weights cannot be loaded: offline `coco`, a missing file, a refused pickle (exit 2)."""
