@@ -1,0 +1,191 @@
+"""Where bytes live: one narrow interface over local disks and object stores (pyarrow.fs).
+
+URIs accepted everywhere: local paths (relative or absolute), `file://...`,
+`s3://bucket/key` and `gs://bucket/key`. S3 (and S3-compatible stores such as MinIO) is
+configured from the usual AWS environment variables: `AWS_ENDPOINT_URL_S3` /
+`AWS_ENDPOINT_URL` (an `http://` endpoint is allowed), `AWS_REGION` / `AWS_DEFAULT_REGION`,
+`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`. Credentials are handed to
+pyarrow and never logged or stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+from urllib.parse import unquote, urlparse
+
+import pyarrow.fs as pafs
+
+_REMOTE_SCHEMES = ("s3", "gs", "gcs")
+_cache: dict[tuple, pafs.FileSystem] = {}
+_cache_lock = threading.Lock()
+
+
+def is_local(uri: str) -> bool:
+    """True for plain paths and `file://` URIs."""
+    scheme = _scheme(uri)
+    return scheme in ("", "file")
+
+
+def canonical(uri: str) -> str:
+    """The one spelling of a URI used in outputs: absolute local path, or `s3://bucket/key`."""
+    scheme = _scheme(uri)
+    if scheme == "":
+        return os.path.abspath(os.path.expanduser(uri))
+    if scheme == "file":
+        return os.path.abspath(unquote(urlparse(uri).path))
+    if scheme == "gcs":
+        return "gs://" + uri.split("://", 1)[1]
+    return uri
+
+
+def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+    """`(filesystem, path inside it)` for a URI; filesystems are cached per store."""
+    scheme = _scheme(uri)
+    if scheme in ("", "file"):
+        return _cached(("local",), pafs.LocalFileSystem), canonical(uri)
+    if scheme == "s3":
+        return _s3_filesystem(), uri.split("://", 1)[1]
+    if scheme in ("gs", "gcs"):
+        return _cached(("gs",), pafs.GcsFileSystem), uri.split("://", 1)[1]
+    raise ValueError(f"unsupported URI scheme {scheme!r} in {uri!r} (use a path, file://, s3:// or gs://)")
+
+
+def join(uri: str, *parts: str) -> str:
+    """`uri/part/part` with exactly one `/` between pieces (works for paths and object stores)."""
+    result = uri
+    for part in parts:
+        result = result.rstrip("/") + "/" + part.lstrip("/")
+    return result
+
+
+def exists(uri: str) -> bool:
+    filesystem, path = resolve(uri)
+    return filesystem.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def read_bytes(uri: str) -> bytes:
+    filesystem, path = resolve(uri)
+    with filesystem.open_input_file(path) as stream:
+        return stream.read()
+
+
+def read_head(uri: str, size: int) -> bytes:
+    """The first `size` bytes (for recognising a file's type by its content)."""
+    filesystem, path = resolve(uri)
+    with filesystem.open_input_file(path) as stream:
+        return stream.read(size)
+
+
+def open_input(uri: str):
+    """A seekable, readable binary file object (read/seek/tell), e.g. for PyAV; close it."""
+    filesystem, path = resolve(uri)
+    return filesystem.open_input_file(path)
+
+
+def write_bytes_atomic(uri: str, data: bytes) -> None:
+    """Write `data` so readers see the old object or the whole new one, never a part.
+
+    Local: a temp file in the same folder, then `os.replace`. Object stores: one PUT
+    (an object appears only when its upload completes).
+    """
+    if is_local(uri):
+        path = canonical(uri)
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        handle, temp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
+        try:
+            os.chmod(temp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual mode
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(data)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(temp_path, path)
+        except BaseException:
+            if os.path.exists(temp_path):
+                os.unlink(temp_path)
+            raise
+        return
+    filesystem, path = resolve(uri)
+    with filesystem.open_output_stream(path) as stream:
+        stream.write(data)
+
+
+def list_files(uri: str) -> list[tuple[str, int]]:
+    """`(uri, size)` of every file at or under `uri`, sorted by URI.
+
+    A file gives itself; a directory or prefix is walked recursively. URIs keep the
+    caller's store spelling (local ones become absolute paths). FileNotFoundError if
+    nothing is there.
+    """
+    filesystem, path = resolve(uri)
+    info = filesystem.get_file_info(path)
+    if info.type == pafs.FileType.File:
+        return [(_to_uri(uri, info.path), info.size or 0)]
+    if info.type != pafs.FileType.Directory:
+        raise FileNotFoundError(uri)
+    selector = pafs.FileSelector(path.rstrip("/") or "/", recursive=True)
+    found = [
+        (_to_uri(uri, item.path), item.size or 0)
+        for item in filesystem.get_file_info(selector)
+        if item.type == pafs.FileType.File
+    ]
+    return sorted(found)
+
+
+def _to_uri(original: str, path: str) -> str:
+    """Turn a filesystem path back into a URI of the same store as `original`."""
+    scheme = _scheme(original)
+    if scheme in ("", "file"):
+        return path
+    return ("gs" if scheme == "gcs" else scheme) + "://" + path.lstrip("/")
+
+
+def _read_umask() -> int:
+    # os.umask can only be read by setting it, so do it once, at import, not per write.
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+_UMASK = _read_umask()
+
+
+def _scheme(uri: str) -> str:
+    # A Windows drive letter or a plain path has no "://".
+    if "://" not in uri:
+        return ""
+    return uri.split("://", 1)[0].lower()
+
+
+def _cached(key: tuple, factory) -> pafs.FileSystem:
+    with _cache_lock:
+        filesystem = _cache.get(key)
+        if filesystem is None:
+            filesystem = _cache[key] = factory()
+        return filesystem
+
+
+def _s3_filesystem() -> pafs.FileSystem:
+    env = os.environ
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None
+    access_key = env.get("AWS_ACCESS_KEY_ID") or None
+    secret_key = env.get("AWS_SECRET_ACCESS_KEY") or None
+    session_token = env.get("AWS_SESSION_TOKEN") or None
+    options: dict = {}
+    if access_key and secret_key:
+        options.update(access_key=access_key, secret_key=secret_key, session_token=session_token)
+    if endpoint:
+        parsed = urlparse(endpoint if "://" in endpoint else "https://" + endpoint)
+        options.update(endpoint_override=parsed.netloc + parsed.path.rstrip("/"), scheme=parsed.scheme)
+        # A custom endpoint (MinIO, moto, Ceph) rarely cares about the region, but the SDK needs one.
+        region = region or "us-east-1"
+    if region:
+        options["region"] = region
+    # Credentials only enter the cache key as a digest, so they never sit in plain text in it.
+    secret_digest = hashlib.sha256(f"{access_key}\0{secret_key}\0{session_token}".encode()).hexdigest()
+    key = ("s3", endpoint, region, secret_digest)
+    return _cached(key, lambda: pafs.S3FileSystem(**options))
