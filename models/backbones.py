@@ -1,0 +1,60 @@
+"""ResNet-FPN feature extractors, always built without downloading ImageNet weights.
+
+Two normalisation regimes, following torchvision's detection builders:
+- frozen (FrozenBatchNorm2d, stem and layer1 frozen): what COCO weights were trained with;
+  used whenever trained weights are loaded.
+- trainable (BatchNorm2d, every layer trainable): for training from random initialisation.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+from torchvision.models import resnet
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.ops import misc as misc_nn_ops
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+from models.errors import UsageError
+
+BACKBONES: tuple[str, ...] = ("resnet18", "resnet50", "resnet101", "resnext101_32x8d")
+
+_RESNET_BUILDERS = {
+    "resnet18": resnet.resnet18,
+    "resnet50": resnet.resnet50,
+    "resnet101": resnet.resnet101,
+    "resnext101_32x8d": resnet.resnext101_32x8d,
+}
+
+
+def build_backbone(
+    name: str,
+    *,
+    trainable: bool,
+    fpn_channels: int = 256,
+    batch_norm_everywhere: bool = False,
+) -> BackboneWithFPN:
+    """ResNet `name` with an FPN on its four stages (outputs '0'..'3' and 'pool').
+
+    trainable: BatchNorm2d and all stages trainable (True) or FrozenBatchNorm2d with the stem
+        and layer1 frozen (False).
+    batch_norm_everywhere: BatchNorm2d in the ResNet and in the FPN whatever `trainable` says
+        (Mask R-CNN v2's design, arXiv:2111.11429).
+    """
+    if name not in _RESNET_BUILDERS:
+        raise UsageError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
+    bn = nn.BatchNorm2d if (trainable or batch_norm_everywhere) else misc_nn_ops.FrozenBatchNorm2d
+    body = _RESNET_BUILDERS[name](weights=None, norm_layer=bn)
+    if not trainable:
+        for stage_name in ("conv1", "layer1"):  # as torchvision fine-tunes COCO weights
+            getattr(body, stage_name).requires_grad_(False)
+    # A ResNet's stages have 1/8, 1/4, 1/2, 1 times the channels of its last stage.
+    last = body.inplanes
+    in_channels = [last // 8, last // 4, last // 2, last]
+    return BackboneWithFPN(
+        body,
+        return_layers={"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
+        in_channels_list=in_channels,
+        out_channels=fpn_channels,
+        extra_blocks=LastLevelMaxPool(),
+        norm_layer=nn.BatchNorm2d if batch_norm_everywhere else None,
+    )

@@ -1,0 +1,204 @@
+"""Batched inference: RGB frames in, per-frame instances (boxes, RLE masks, keypoints) out.
+
+A `Predictor` loads its model once and runs every batch under `torch.inference_mode()`, on
+CUDA when there is one (with autocast at the chosen precision), on the CPU otherwise. The
+model pastes mask probabilities into each frame's full size on its device; they are
+thresholded and RLE-encoded there, so only run lengths (not HxW float masks) reach the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from models.errors import UsageError
+from models.registry import build_model
+from models.rle import encode_batch_torch
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class PredictorConfig:
+    """What to run and how; `None` sizes mean the model's defaults."""
+
+    model: str = "maskrcnn_resnet50_fpn"
+    weights: str = "coco"
+    min_size: int | None = None
+    max_size: int | None = None
+    score_threshold: float = 0.5
+    mask_threshold: float = 0.5
+    max_instances: int = 100
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "fp32"  # fp32 | fp16 | bf16 (the latter two on CUDA only)
+    seed: int = 0  # initialisation of `none` weights
+    proposals: int | None = None  # region proposals per image; fewer is faster (None: model's)
+
+
+@dataclass
+class FramePrediction:
+    """Instances found in one frame, sorted by descending score; N may be 0.
+
+    boxes: (N, 4) float32 x1, y1, x2, y2 in the original frame's pixels.
+    scores: (N,) float32. category_ids: (N,) int32. categories: N names.
+    masks_rle: N COCO counts strings of (height, width) masks, None without a mask head.
+    mask_areas: (N,) int64 foreground pixels, None without a mask head.
+    keypoints: (N, K, 3) float32 x, y, score, None without a keypoint head.
+    """
+
+    height: int
+    width: int
+    boxes: np.ndarray
+    scores: np.ndarray
+    category_ids: np.ndarray
+    categories: list[str]
+    masks_rle: list[str] | None
+    mask_areas: np.ndarray | None
+    keypoints: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+class Predictor:
+    """Loads `config.model` with `config.weights` once; `predict` runs batches of frames."""
+
+    def __init__(self, config: PredictorConfig):
+        _validate(config)
+        self.config = config
+        self.device = _pick_device(config.device)
+        if self.device.type == "cpu" and config.precision != "fp32":
+            raise UsageError(
+                f"precision {config.precision} needs a CUDA GPU; on the CPU use --precision fp32"
+            )
+        model, self.weights_id = build_model(
+            config.model,
+            config.weights,
+            seed=config.seed,
+            min_size=config.min_size,
+            max_size=config.max_size,
+            score_threshold=config.score_threshold,
+            max_instances=config.max_instances,
+            proposals=config.proposals,
+        )
+        self.model = model.to(self.device)
+        self.spec = model.maskray_spec
+        self._is_null = self.spec.family == "null"
+
+    def predict(self, frames: list[np.ndarray]) -> list[FramePrediction]:
+        """Instances of each frame (HxWx3 uint8 RGB arrays, any sizes), in input order."""
+        frames = list(frames)
+        for index, frame in enumerate(frames):
+            _check_frame(frame, index)
+        if not frames:
+            return []
+        if self._is_null:
+            return [self._empty(f.shape[0], f.shape[1]) for f in frames]
+        images = [torch.from_numpy(_writable(f)).to(self.device).permute(2, 0, 1) for f in frames]
+        with torch.inference_mode(), self._autocast():
+            images = [image.float().div_(255.0) for image in images]
+            outputs = self.model(images)
+            return [
+                self._convert(output, f.shape[0], f.shape[1]) for output, f in zip(outputs, frames)
+            ]
+
+    def _autocast(self):
+        dtype = PRECISIONS[self.config.precision]
+        if dtype is None or self.device.type != "cuda":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=dtype)
+
+    def _convert(self, output: dict[str, torch.Tensor], height: int, width: int) -> FramePrediction:
+        scores = output["scores"].float()
+        keep = scores >= self.config.score_threshold
+        order = torch.argsort(torch.where(keep, scores, -1.0), descending=True, stable=True)
+        order = order[: int(keep.sum())][: self.config.max_instances]
+        labels = output["labels"][order].cpu().numpy().astype(np.int32)
+        names = [self.spec.categories.get(int(c), str(int(c))) for c in labels]
+        masks_rle = mask_areas = keypoints = None
+        if "masks" in output:
+            binary = output["masks"][order, 0] > self.config.mask_threshold  # (N, H, W) on device
+            masks_rle = encode_batch_torch(binary)
+            mask_areas = binary.sum(dim=(1, 2)).cpu().numpy().astype(np.int64)
+        if "keypoints" in output:
+            points = output["keypoints"][order].float().clone()
+            points[:, :, 2] = output["keypoints_scores"][order].float()
+            keypoints = points.cpu().numpy().astype(np.float32)
+        return FramePrediction(
+            height=height,
+            width=width,
+            boxes=output["boxes"][order].float().cpu().numpy().astype(np.float32).reshape(-1, 4),
+            scores=scores[order].cpu().numpy().astype(np.float32),
+            category_ids=labels,
+            categories=names,
+            masks_rle=masks_rle,
+            mask_areas=mask_areas,
+            keypoints=keypoints,
+        )
+
+    def _empty(self, height: int, width: int) -> FramePrediction:
+        has_masks = "masks" in self.spec.tasks
+        has_keypoints = "keypoints" in self.spec.tasks
+        return FramePrediction(
+            height=height,
+            width=width,
+            boxes=np.zeros((0, 4), np.float32),
+            scores=np.zeros((0,), np.float32),
+            category_ids=np.zeros((0,), np.int32),
+            categories=[],
+            masks_rle=[] if has_masks else None,
+            mask_areas=np.zeros((0,), np.int64) if has_masks else None,
+            keypoints=np.zeros((0, len(self.spec.keypoint_names), 3), np.float32)
+            if has_keypoints else None,
+        )
+
+
+def _validate(config: PredictorConfig) -> None:
+    if config.device not in DEVICES:
+        raise UsageError(f"unknown device {config.device!r}; choose one of: {', '.join(DEVICES)}")
+    if config.precision not in PRECISIONS:
+        raise UsageError(
+            f"unknown precision {config.precision!r}; choose one of: {', '.join(PRECISIONS)}"
+        )
+    if not 0.0 <= config.score_threshold <= 1.0:
+        raise UsageError(f"score threshold must be within 0..1, got {config.score_threshold}")
+    if not 0.0 <= config.mask_threshold <= 1.0:
+        raise UsageError(f"mask threshold must be within 0..1, got {config.mask_threshold}")
+    if config.proposals is not None and config.proposals < 1:
+        raise UsageError(f"proposals must be at least 1, got {config.proposals}")
+    if config.max_instances < 1:
+        raise UsageError(f"max instances must be at least 1, got {config.max_instances}")
+    for name in ("min_size", "max_size"):
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise UsageError(f"{name.replace('_', ' ')} must be a positive number of pixels")
+
+
+def _pick_device(device: str) -> torch.device:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device cuda was asked for but no CUDA GPU is visible; use --cpu")
+    if device == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", torch.cuda.current_device())
+
+
+def _check_frame(frame, index: int) -> None:
+    if not isinstance(frame, np.ndarray):
+        raise UsageError(f"frame {index} is a {type(frame).__name__}, not a numpy array")
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise UsageError(
+            f"frame {index} must be HxWx3 uint8 RGB, got shape {frame.shape} dtype {frame.dtype}"
+        )
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise UsageError(f"frame {index} is empty ({frame.shape[0]}x{frame.shape[1]} pixels)")
+
+
+def _writable(frame: np.ndarray) -> np.ndarray:
+    """A contiguous, writable view or copy: torch refuses to wrap read-only arrays safely."""
+    if frame.flags.writeable and frame.flags.c_contiguous:
+        return frame
+    return np.array(frame, order="C", copy=True)

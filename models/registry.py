@@ -1,0 +1,248 @@
+"""The models maskray knows by name, and `build_model`, which turns a name and weights into
+a ready network.
+
+A built model carries `maskray_spec` (its spec, with the categories and keypoints it really
+predicts) and `maskray_recipe` (what `weights.make_checkpoint` saves beside the weights).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+from torchvision.ops import misc as misc_nn_ops
+
+from models.architectures import build_architecture
+from models.backbones import BACKBONES
+from models.categories import (
+    COCO_CATEGORIES,
+    COCO_KEYPOINT_NAMES,
+    COCO_PERSON,
+    SHAPES_CATEGORIES,
+    SHAPES_KEYPOINT_NAMES,
+)
+from models.compact import COMPACT_DEFAULTS
+from models.errors import MaskrayError, UsageError, WeightsError
+from models.null_model import NullModel
+from models.recipe import Recipe
+from models.weights import load_weights
+
+TASKS = ("boxes", "masks", "keypoints")
+DEFAULT_VARIANTS = {"roi_op": "align", "mask_loss": "sigmoid", "mask_head": "fcn"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A named model: what it predicts, its published weights, how it is assembled."""
+
+    name: str
+    tasks: tuple[str, ...]  # subset of TASKS
+    categories: dict[int, str]  # category id -> name; ids are the model's label indices
+    keypoint_names: tuple[str, ...]
+    coco_weights: str | None  # torchvision's published file name, None if there is none
+    description: str
+    min_size: int = 800  # shorter image side the network sees
+    max_size: int = 1333  # cap on the longer side
+    family: str = "maskrcnn"  # maskrcnn | maskrcnn_v2 | keypointrcnn | joint | compact | null
+    backbone: str = "resnet50"
+    category_set: str = "coco"  # coco | shapes, for listings
+    coco_eps_zero: bool = False  # torchvision's v1 weights expect FrozenBatchNorm eps 0
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            "maskrcnn_resnet50_fpn", ("boxes", "masks"), COCO_CATEGORIES, (),
+            "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth",
+            "Mask R-CNN R50-FPN, the paper's model (COCO box AP 37.9, mask AP 34.6)",
+            coco_eps_zero=True,
+        ),
+        ModelSpec(
+            "maskrcnn_resnet50_fpn_v2", ("boxes", "masks"), COCO_CATEGORIES, (),
+            "maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth",
+            "Mask R-CNN R50-FPN, improved training recipe (COCO box AP 47.4, mask AP 41.8)",
+            family="maskrcnn_v2",
+        ),
+        ModelSpec(
+            "keypointrcnn_resnet50_fpn", ("boxes", "keypoints"), COCO_PERSON, COCO_KEYPOINT_NAMES,
+            "keypointrcnn_resnet50_fpn_coco-fc266e95.pth",
+            "Keypoint R-CNN R50-FPN, people and 17 keypoints (COCO box AP 54.6, keypoint AP 65.0)",
+            family="keypointrcnn", coco_eps_zero=True,
+        ),
+        ModelSpec(
+            "maskkeypointrcnn_resnet50_fpn", TASKS, COCO_CATEGORIES, COCO_KEYPOINT_NAMES, None,
+            "Mask R-CNN R50-FPN with a keypoint branch: masks and keypoints in one pass "
+            "(train it; no published weights)",
+            family="joint",
+        ),
+        ModelSpec(
+            "demo", TASKS, SHAPES_CATEGORIES, SHAPES_KEYPOINT_NAMES, None,
+            "small joint mask + keypoint model (compact R18-FPN) trained on synthetic shapes, "
+            "shipped as --weights demo",
+            min_size=256, max_size=512, family="compact", backbone="resnet18",
+            category_set="shapes",
+        ),
+        ModelSpec(
+            "null", ("boxes", "masks"), COCO_CATEGORIES, (), None,
+            "detects nothing and computes nothing: measures the pipeline alone",
+            family="null",
+        ),
+    )
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec of model `name`; UsageError naming the choices for an unknown name."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise UsageError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}") from None
+
+
+def build_model(
+    name: str,
+    weights: str = "none",
+    *,
+    seed: int = 0,
+    min_size: int | None = None,
+    max_size: int | None = None,
+    score_threshold: float = 0.05,
+    max_instances: int = 100,
+    proposals: int | None = None,
+    num_classes: int | None = None,
+    categories: dict[int, str] | None = None,
+    keypoint_names: tuple[str, ...] | list[str] | None = None,
+    backbone: str | None = None,
+    roi_op: str = "align",
+    mask_loss: str = "sigmoid",
+    mask_head: str = "fcn",
+) -> tuple[nn.Module, str]:
+    """Model `name` with `weights` (coco | none | demo | PATH), in eval mode, on the CPU.
+
+    A maskray checkpoint's recipe (backbone, variants, classes, keypoints) overrides `name`
+    and the architecture arguments, so a trained model loads from its file alone.
+    `num_classes` counts the background class 0 (default: largest category id + 1).
+    `proposals`: region proposals per image at inference; fewer is faster (default: the
+    architecture's own, 1000 for the COCO models).
+    Returns (model, weights_id); `weights_id` identifies the weights in every output.
+    """
+    spec = get_spec(name)
+    if weights == "demo":
+        spec = MODELS["demo"]  # the demo weights only fit the demo model
+    sizes = dict(
+        min_size=min_size or spec.min_size,
+        max_size=max_size or spec.max_size,
+        score_threshold=score_threshold,
+        max_instances=max_instances,
+        proposals=proposals,
+    )
+    if spec.family == "null":
+        model = NullModel().eval()
+        model.maskray_spec, model.maskray_recipe = spec, None
+        return model, "null"
+    loaded = load_weights(weights, model=spec.name, coco_file=spec.coco_weights, seed=seed)
+    if loaded.recipe is not None:
+        recipe = loaded.recipe
+        if recipe.model not in MODELS or MODELS[recipe.model].family == "null":
+            raise WeightsError(
+                f"{loaded.source}: checkpoint names unknown model {recipe.model!r}"
+            )
+        spec = MODELS[recipe.model]
+        sizes["min_size"] = min_size or spec.min_size
+        sizes["max_size"] = max_size or spec.max_size
+    else:
+        recipe = _recipe(spec, num_classes, categories, keypoint_names, backbone,
+                         dict(roi_op=roi_op, mask_loss=mask_loss, mask_head=mask_head))
+    if recipe.backbone not in BACKBONES:
+        choices = ", ".join(BACKBONES)
+        raise UsageError(f"unknown backbone {recipe.backbone!r}; choose one of: {choices}")
+    if loaded.kind == "coco" and recipe.backbone != spec.backbone:
+        raise WeightsError(
+            f"COCO weights of {spec.name} are for backbone {spec.backbone}, not {recipe.backbone}"
+        )
+
+    # Random initialisation and BatchNorm state dicts get trainable BatchNorm; trained
+    # FrozenBatchNorm weights (torchvision's COCO v1) get the frozen setup they expect.
+    trainable = loaded.state_dict is None or any(
+        k.startswith("backbone.body.") and k.endswith("num_batches_tracked")
+        for k in loaded.state_dict
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # `none` weights are the same for the same seed
+        model = build_architecture(spec, recipe, trainable=trainable, **sizes)
+        variants = {key: getattr(recipe, key) for key in DEFAULT_VARIANTS}
+        if variants != DEFAULT_VARIANTS:
+            _apply_variants(model, variants)
+    if loaded.state_dict is not None:
+        _load_state_dict(model, loaded.state_dict, loaded.source, spec, recipe)
+    if loaded.kind == "coco" and spec.coco_eps_zero:
+        for module in model.modules():
+            if isinstance(module, misc_nn_ops.FrozenBatchNorm2d):
+                module.eps = 0.0
+    model.eval()
+    model.maskray_spec = replace(
+        spec, categories=dict(recipe.categories), keypoint_names=tuple(recipe.keypoint_names)
+    )
+    model.maskray_recipe = recipe
+    return model, loaded.weights_id
+
+
+def _recipe(spec, num_classes, categories, keypoint_names, backbone, variants) -> Recipe:
+    """The recipe of `spec` with the caller's overrides."""
+    if categories is None:
+        categories = spec.categories
+        if num_classes is not None:
+            categories = {k: v for k, v in categories.items() if k < num_classes}
+    categories = {int(k): str(v) for k, v in categories.items()}
+    if num_classes is None:
+        num_classes = max(categories, default=0) + 1
+    if num_classes < 2 or any(not 0 < k < num_classes for k in categories):
+        raise UsageError(
+            f"num_classes {num_classes} must exceed every category id (1..) and be >= 2"
+        )
+    if keypoint_names is not None and "keypoints" not in spec.tasks:
+        raise UsageError(f"model {spec.name} has no keypoint head; keypoint names do not apply")
+    names = tuple(spec.keypoint_names if keypoint_names is None else keypoint_names)
+    if "keypoints" in spec.tasks and not names:
+        raise UsageError(f"model {spec.name} needs at least one keypoint name")
+    extra = copy.deepcopy(COMPACT_DEFAULTS) if spec.family == "compact" else {}
+    return Recipe(spec.name, backbone or spec.backbone, num_classes, categories, names,
+                  extra=extra, **variants)
+
+
+def _apply_variants(model: nn.Module, variants: dict) -> None:
+    try:
+        from models.variants import apply_variants
+    except ImportError:
+        raise MaskrayError("model variants are not available in this installation") from None
+    try:
+        apply_variants(model, **variants)
+    except ValueError as error:  # an unknown choice, or a variant the model cannot take
+        raise UsageError(str(error)) from None
+
+
+def _load_state_dict(model, state_dict, source, spec, recipe) -> None:
+    """Loads strictly; a mismatch becomes one line saying what did not fit."""
+    expected = model.state_dict()
+    tracked = "num_batches_tracked"  # BatchNorm counters: harmless either way
+    missing = [k for k in expected if k not in state_dict and not k.endswith(tracked)]
+    unexpected = [k for k in state_dict if k not in expected and not k.endswith(tracked)]
+    wrong_shape = [
+        k for k in expected if k in state_dict and state_dict[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or wrong_shape:
+        problems = [
+            f"{len(found)} {what} (e.g. {found[0]})"
+            for what, found in (("missing", missing), ("unexpected", unexpected),
+                                ("of another shape", wrong_shape))
+            if found
+        ]
+        raise WeightsError(
+            f"{source} does not fit {spec.name} (backbone {recipe.backbone}, "
+            f"{recipe.num_classes} classes incl. background): tensors " + "; ".join(problems)
+        )
+    filtered = {k: v for k, v in state_dict.items() if k in expected}
+    model.load_state_dict(filtered, strict=False)
