@@ -83,7 +83,8 @@ def predictions_to_batches(
     """
     counts = np.array([len(p.scores) for p in predictions], dtype=np.int64)
     total = int(counts.sum()) if len(counts) else 0
-    repeat = lambda values: np.repeat(np.asarray(values), counts) if total else np.asarray([])  # noqa: E731
+    def repeat(values):  # one value per frame -> one per instance ([] keeps Arrow's type)
+        return np.repeat(np.asarray(values), counts) if total else []
 
     def cat(arrays, dtype, width=None):
         if not total:
@@ -91,6 +92,13 @@ def predictions_to_batches(
         return np.concatenate([np.asarray(a, dtype=dtype) for a in arrays])
 
     boxes = cat([p.boxes.reshape(-1, 4) for p in predictions], np.float32, 4)
+    if total:
+        # Boxes are scaled back from the model's input size in float32, which can overshoot
+        # the frame's edge by a rounding error; the contract says "pixels of the frame".
+        limits = np.repeat(np.array([[r.width, r.height] for r in refs], dtype=np.float32), counts, axis=0)
+        limits = np.concatenate([limits, limits], axis=1)
+        limits[limits <= 0] = np.inf  # size unknown: leave the box as it is
+        boxes = np.clip(boxes, 0.0, limits)
     instance_index = (
         np.concatenate([np.arange(n, dtype=np.int32) for n in counts]) if total else np.zeros(0, np.int32)
     )
@@ -104,7 +112,8 @@ def predictions_to_batches(
         masks_rle.extend(p.masks_rle if p.masks_rle is not None else [None] * n)
         mask_areas.extend(p.mask_areas.tolist() if p.mask_areas is not None else [None] * n)
         if p.keypoints is not None:
-            keypoints.extend(np.asarray(p.keypoints, dtype=np.float32).reshape(n, -1).tolist())
+            if n:  # reshape(0, -1) is ambiguous: a frame without instances adds nothing
+                keypoints.extend(np.asarray(p.keypoints, dtype=np.float32).reshape(n, -1).tolist())
         else:
             keypoints.extend([None] * n)
 

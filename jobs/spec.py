@@ -1,0 +1,143 @@
+"""The job spec: what a user asked `maskray submit` to do, validated and serialisable.
+
+A `JobSpec` is written to `OUT/_job.json` and travels to the workers. It never holds
+credentials: storage access comes from the environment of each process. Its `fingerprint()`
+covers only the fields that change results, so re-running with another worker count or batch
+size resumes the same output instead of being refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from typing import Optional
+
+from models.errors import UsageError
+from pipeline import storage
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+# Fields that change what is written: a different value on an existing output is refused.
+RESULT_FIELDS = (
+    "sources", "model", "weights", "min_size", "max_size", "score_threshold",
+    "mask_threshold", "max_instances", "precision", "every", "fps", "keyframes",
+    "segment_seconds",
+)
+
+
+def normalise_uri(uri: str) -> str:
+    """A URI as given (`s3://...`), or a local path (or `file://`) made absolute."""
+    return storage.canonical(str(uri))
+
+
+@dataclass
+class JobSpec:
+    sources: list[str]
+    output: str
+    model: str = "maskrcnn_resnet50_fpn"
+    weights: str = "coco"
+    min_size: Optional[int] = None  # None: the model's own default
+    max_size: Optional[int] = None
+    score_threshold: float = 0.5
+    mask_threshold: float = 0.5
+    max_instances: int = 100
+    batch_size: int = 4
+    workers: Optional[int] = None  # None: the cluster's GPUs // gpus_per_worker, or 1
+    gpus_per_worker: float = 1.0
+    cpu: bool = False
+    precision: str = "fp32"
+    every: Optional[int] = None
+    fps: Optional[float] = None
+    keyframes: bool = False
+    segment_seconds: Optional[float] = None  # None: cut so every worker stays busy
+    extra: dict = field(default_factory=dict)  # room for options a later version adds
+
+    def __post_init__(self):
+        self.sources = [normalise_uri(s) for s in self.sources]
+        self.output = normalise_uri(self.output)
+        # A local weights file is named by its absolute path so workers anywhere resolve it.
+        if self.weights not in ("coco", "none", "demo") and os.path.exists(self.weights):
+            self.weights = os.path.abspath(self.weights)
+
+    # ---- validation -----------------------------------------------------------------------
+    def validate(self, *, check_local_device: bool = True) -> "JobSpec":
+        """Raise `UsageError` (one line) for a spec that cannot run; returns self.
+
+        `check_local_device`: the job runs here, so fp16/bf16 needs CUDA on this machine.
+        """
+        if not self.sources:
+            raise UsageError("no SOURCE given: name at least one file, folder or s3:// prefix")
+        if not self.output:
+            raise UsageError("--output is required")
+        if sum([self.every is not None, self.fps is not None, bool(self.keyframes)]) > 1:
+            raise UsageError("choose one of --every, --fps and --keyframes")
+        positive_ints = ("min_size", "max_size", "max_instances", "batch_size")
+        for name in positive_ints:
+            value = getattr(self, name)
+            if value is None and name in ("min_size", "max_size"):
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+        if self.min_size and self.max_size and self.min_size > self.max_size:
+            raise UsageError(f"--min-size ({self.min_size}) is larger than --max-size ({self.max_size})")
+        if self.workers is not None and self.workers <= 0:
+            raise UsageError(f"--workers must be a positive integer, got {self.workers}")
+        if self.every is not None and self.every <= 0:
+            raise UsageError(f"--every must be a positive integer, got {self.every}")
+        if self.fps is not None and not self.fps > 0:
+            raise UsageError(f"--fps must be positive, got {self.fps}")
+        if self.segment_seconds is not None and not self.segment_seconds > 0:
+            raise UsageError(f"--segment-seconds must be positive, got {self.segment_seconds}")
+        if self.gpus_per_worker < 0:
+            raise UsageError(f"--gpus-per-worker must be zero or positive, got {self.gpus_per_worker}")
+        for name in ("score_threshold", "mask_threshold"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise UsageError(f"--{name.replace('_', '-')} must be between 0 and 1, got {value}")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision}")
+        if self.precision != "fp32":
+            if self.cpu:
+                raise UsageError(f"--precision {self.precision} needs a GPU; drop --cpu or use fp32")
+            if check_local_device and not _cuda_available():
+                raise UsageError(f"--precision {self.precision} needs CUDA, which this machine lacks; use fp32")
+        return self
+
+    # ---- identity ---------------------------------------------------------------------------
+    def fingerprint(self) -> str:
+        """A short hash of the fields that change results (not workers, batch size, address)."""
+        data = {name: getattr(self, name) for name in RESULT_FIELDS}
+        text = json.dumps(data, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def differences_from_dict(self, other: dict) -> list[str]:
+        """Result-changing fields on which `other` (a spec as stored in `_job.json`) differs."""
+        return [name for name in RESULT_FIELDS if getattr(self, name) != other.get(name)]
+
+    @property
+    def device(self) -> str:
+        return "cpu" if self.cpu else "auto"
+
+    # ---- serialisation ---------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "JobSpec":
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+    @classmethod
+    def from_json(cls, text: str) -> "JobSpec":
+        return cls.from_dict(json.loads(text))
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

@@ -1,0 +1,132 @@
+"""What the user sees while a job runs: a bar on a terminal, plain lines elsewhere, a summary.
+
+On a terminal: a tqdm bar of frames done / total with frames/s, ETA and the error count.
+Elsewhere (CI logs, `nohup`, the Ray Jobs API): one line every `interval` seconds, so a log
+file stays readable. Counts advance per committed shard: those are the frames that exist.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Optional, TextIO
+
+
+class Progress:
+    def __init__(
+        self,
+        total_frames: int,
+        total_shards: int,
+        *,
+        done_frames: int = 0,
+        done_shards: int = 0,
+        stream: Optional[TextIO] = None,
+        interval: float = 10.0,
+        terminal: Optional[bool] = None,
+    ):
+        self.stream = stream or sys.stderr
+        self.total_frames = total_frames
+        self.total_shards = total_shards
+        self.resumed_frames = done_frames
+        self.frames = done_frames
+        self.shards = done_shards
+        self.instances = 0
+        self.errors = 0
+        self.retries = 0
+        self.interval = interval
+        self.created = self.started = time.monotonic()
+        self._last_line = self.started
+        self._terminal = terminal if terminal is not None else _isatty(self.stream)
+        self._bar = None  # created by start_clock(), when the workers are ready
+        if done_shards:
+            self.log(f"resuming: {done_shards}/{total_shards} shards already committed")
+
+    # ---- updates ---------------------------------------------------------------------------
+    def start_clock(self) -> None:
+        """Work starts now (workers are ready): frames/s and ETA count from here."""
+        self.started = self._last_line = time.monotonic()
+        if self._terminal and self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=self.total_frames, initial=self.frames, unit="frame", file=self.stream,
+                dynamic_ncols=True, smoothing=0.1,
+            )
+            self._set_postfix()
+
+    def committed(self, record: dict) -> None:
+        """A shard's commit record arrived."""
+        frames = int(record.get("frames", 0))
+        self.frames += frames
+        self.shards += 1
+        self.instances += int(record.get("instances", 0))
+        self.errors += int(record.get("errors", 0))
+        if self._bar is not None:
+            self._set_postfix()
+            self._bar.update(frames)
+        else:
+            self.tick()
+
+    def retried(self, shard_id: str, attempt: int, reason: str) -> None:
+        self.retries += 1
+        self.log(f"shard {shard_id}: {reason}; retrying (attempt {attempt})")
+
+    def tick(self) -> None:
+        """Called often; prints a plain line when `interval` has passed (non-terminal only)."""
+        now = time.monotonic()
+        if not self._terminal and now - self._last_line >= self.interval:
+            self._last_line = now
+            self.log(self.status_line())
+
+    def log(self, message: str) -> None:
+        if self._bar is not None:
+            self._bar.write(f"maskray: {message}", file=self.stream)
+        else:
+            print(f"maskray: {message}", file=self.stream, flush=True)
+
+    # ---- text ------------------------------------------------------------------------------
+    @property
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return (self.frames - self.resumed_frames) / elapsed if elapsed > 0 else 0.0
+
+    def status_line(self) -> str:
+        rate = self.rate
+        remaining = max(0, self.total_frames - self.frames)
+        eta = f"{remaining / rate:.0f}s" if rate > 0 else "?"
+        percent = min(100.0, 100.0 * self.frames / self.total_frames) if self.total_frames else 100.0
+        return (
+            f"{self.frames}/{self.total_frames} frames ({percent:.0f}%), "
+            f"{self.shards}/{self.total_shards} shards, {rate:.1f} frames/s, ETA {eta}, "
+            f"{self.errors} errors"
+        )
+
+    def summary(self) -> dict:
+        wall = time.monotonic() - self.created
+        return {
+            "frames": self.frames,
+            "frames_this_run": self.frames - self.resumed_frames,
+            "shards": self.shards,
+            "instances_this_run": self.instances,
+            "errors_this_run": self.errors,
+            "retries": self.retries,
+            "wall_s": round(wall, 3),
+            "frames_per_s": round(self.rate, 3),
+        }
+
+    def close(self, final_line: Optional[str] = None) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        if final_line:
+            self.log(final_line)
+
+    def _set_postfix(self) -> None:
+        self._bar.set_postfix_str(f"shards {self.shards}/{self.total_shards}, errors {self.errors}", refresh=False)
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False

@@ -1,0 +1,129 @@
+"""Exactly once under failures: a killed `maskray submit` resumes, a killed worker's shard is
+retried on a fresh actor, and every (source, frame) ends up in the output once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from jobs.local import run_job
+from pipeline import storage
+from pipeline.job_status import output_status
+from pipeline.worker import TEST_PID_DIR_ENV
+from submit_helpers import REPO, SMALL_FLAGS, commits, frame_keys, local_ray, read_table, run_cli, small_spec
+
+# bikes.mp4 cut at >= 2 s on keyframes gives 4 shards of every 50th frame (2, 1, 1, 1 frames).
+BIKES_FRAMES = [0, 50, 100, 150, 200]
+
+
+def bikes_expected(data_dir) -> set:
+    uri = str(data_dir / "videos" / "bikes.mp4")
+    return {(uri, f) for f in BIKES_FRAMES}
+
+
+def assert_exactly_once(output, expected) -> None:
+    assert storage.exists(storage.join(str(output), "_SUCCESS"))
+    keys = frame_keys(read_table(str(output), "frames"))
+    assert set(keys) == expected and set(keys.values()) == {1}
+    instances = read_table(str(output), "instances")
+    pairs = list(zip(instances.column("source").to_pylist(), instances.column("frame").to_pylist(),
+                     instances.column("instance").to_pylist()))
+    assert len(pairs) == len(set(pairs))  # no instance twice either
+
+
+def test_killed_submit_resumes_and_writes_each_frame_once(data_dir, tmp_path):
+    output = tmp_path / "out"
+    command = ["submit", data_dir / "videos" / "bikes.mp4", "--output", output, "--every", "50",
+               "--segment-seconds", "2", "--batch-size", "1", *SMALL_FLAGS]
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import cli; cli.main()", *map(str, command)], cwd=REPO,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not commits(str(output)) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert process.poll() is None, "the job ended before it could be killed"
+        os.kill(process.pid, signal.SIGKILL)  # no chance to clean up
+        process.wait()
+    finally:
+        _kill_session(process.pid)
+
+    status = output_status(str(output))
+    assert 1 <= status.shards_done < status.shards_total and status.state == "running"
+    later = output_status(str(output), now=time.time() + 3600)  # nobody heard from it for an hour
+    assert later.state == "failed" and "resume" in later.message
+    assert not storage.exists(storage.join(str(output), "_SUCCESS"))
+
+    again = run_cli(*command)
+    assert again.returncode == 0, again.stderr
+    assert "resuming" in again.stderr
+    assert_exactly_once(output, bikes_expected(data_dir))
+    assert output_status(str(output)).state == "done"
+
+
+def test_shard_of_a_killed_worker_is_retried_on_a_fresh_actor(data_dir, tmp_path, monkeypatch):
+    pid_dir = tmp_path / "pids"
+    monkeypatch.setenv(TEST_PID_DIR_ENV, str(pid_dir))  # before Ray starts: workers inherit it
+    killed = []
+
+    def kill_first_worker():
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if pid_dir.exists() and os.listdir(pid_dir):
+                pid = int(os.listdir(pid_dir)[0])
+                time.sleep(0.3)  # let it get into the shard
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+            time.sleep(0.05)
+
+    output = tmp_path / "out"
+    spec = small_spec([data_dir / "videos" / "bikes.mp4"], output, every=50, segment_seconds=2.0)
+    with local_ray():
+        killer = threading.Thread(target=kill_first_worker, daemon=True)
+        killer.start()
+        assert run_job(spec) == 0
+        killer.join(timeout=5)
+
+    assert killed, "no worker was killed"
+    records = commits(str(output)).values()
+    assert all(r["worker"]["pid"] != killed[0] for r in records)
+    assert any(r["attempt"] == 2 for r in records)
+    assert_exactly_once(output, bikes_expected(data_dir))
+
+
+def _kill_session(session_id: int) -> None:
+    """Kill what is left of the session we started (the embedded Ray the killed driver ran)."""
+    for _ in range(3):
+        left = [pid for pid in _pids() if _session_of(pid) == session_id]
+        if not left:
+            return
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.5)
+
+
+def _pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def _session_of(pid: int):
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return int(fields[3])  # the field after state, ppid, pgrp: session id
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+pytestmark = pytest.mark.timeout(480)
