@@ -82,7 +82,7 @@ MODELS: dict[str, ModelSpec] = {
             "demo", TASKS, SHAPES_CATEGORIES, SHAPES_KEYPOINT_NAMES, None,
             "small joint mask + keypoint model (compact R18-FPN) trained on synthetic shapes, "
             "shipped as --weights demo",
-            min_size=256, max_size=512, family="compact", backbone="resnet18",
+            min_size=192, max_size=256, family="compact", backbone="resnet18",
             category_set="shapes",
         ),
         ModelSpec(
