@@ -455,8 +455,15 @@ def main(argv=None) -> None:
     except click.exceptions.Abort:
         click.echo("maskray: aborted", err=True)
         sys.exit(130)
-    except click.ClickException as error:
+    except click.exceptions.NoArgsIsHelpError as error:  # bare `maskray`: the help is the answer
         error.show()
+        sys.exit(error.exit_code)
+    except click.ClickException as error:
+        # A bad flag is a usage error like any other: one line, pointing at the command's help.
+        hint = ""
+        if isinstance(error, click.UsageError) and error.ctx is not None:
+            hint = f" (see '{error.ctx.command_path} --help')"
+        click.echo(f"maskray: error: {error.format_message()}{hint}", err=True)
         sys.exit(error.exit_code)
     except MaskrayError as error:
         click.echo(f"maskray: error: {error}", err=True)

@@ -13,7 +13,7 @@ import json
 import os
 from typing import Iterator, Optional
 
-from models.errors import MaskrayError, UsageError
+from models.errors import MaskrayError, UsageError, first_line
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 ADDRESS_VARIABLES = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
@@ -100,11 +100,3 @@ def _auth_usage_error(address: str, error: BaseException) -> UsageError:
         " authentication: set RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN"
         " or ~/.ray/auth_token"
     )
-
-
-def first_line(error) -> str:
-    """The first line of an error or a text, at most 300 characters."""
-    text = str(error or "").strip()
-    if not text:
-        return type(error).__name__ if isinstance(error, BaseException) else ""
-    return text.splitlines()[0][:300]

@@ -16,7 +16,7 @@ import os
 from typing import Optional, TextIO
 
 from jobs.spec import JobSpec
-from models.errors import UsageError
+from models.errors import UsageError, first_line
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INPUT_ERRORS = 0, 1, 2, 3
 
@@ -87,7 +87,7 @@ def _connect(address: Optional[str]) -> None:
         )
     except (ConnectionError, RuntimeError, ValueError) as error:
         where = address or "an embedded local Ray"
-        raise UsageError(f"cannot start or join Ray at {where}: {_first_line(error)}") from None
+        raise UsageError(f"cannot start or join Ray at {where}: {first_line(error)}") from None
 
 
 def _local_cpus() -> int:
@@ -104,9 +104,4 @@ def _version() -> str:
         return version("maskray")
     except Exception:
         return "unknown"
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:300] if text else type(error).__name__
 

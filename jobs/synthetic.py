@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from models.errors import UsageError
 from pipeline.synthetic import SyntheticSet, generate_shapes
 
 MARKER = "synthetic.json"
@@ -25,6 +26,9 @@ def synthetic_dataset(folder, *, images: int, seed: int, videos: int = 0, frames
             folder / "videos" if videos else None, folder / "videos.json" if videos else None,
             folder / "ground_truth.json",
         )
-    made = generate_shapes(folder, images=images, videos=videos, frames=frames, seed=seed)
-    marker.write_text(json.dumps(wanted))
+    try:
+        made = generate_shapes(folder, images=images, videos=videos, frames=frames, seed=seed)
+        marker.write_text(json.dumps(wanted))
+    except OSError as error:  # an unwritable folder is the user's choice of path, not a crash
+        raise UsageError(f"cannot write synthetic data to {folder}: {error.strerror or error}") from None
     return made

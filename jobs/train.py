@@ -21,7 +21,7 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from models.errors import MaskrayError, UsageError
+from models.errors import MaskrayError, UsageError, first_line
 from models.registry import get_spec
 from models.variants import MASK_HEADS, MASK_LOSSES, ROI_OPS
 
@@ -107,9 +107,12 @@ def start_ray(address: str | None = None, threads: int = 1) -> bool:
     cpus = max(os.cpu_count() or 1, threads)
     # Workers' console lines stay out of the terminal: a failure comes back from fit() with its
     # traceback, and progress is echoed from train_log.jsonl (see _follow_log).
-    ray.init(address=address, num_cpus=None if address else cpus, include_dashboard=False,
-             _node_ip_address=None if address else "127.0.0.1", logging_level="ERROR",
-             log_to_driver=False)
+    try:
+        ray.init(address=address, num_cpus=None if address else cpus, include_dashboard=False,
+                 _node_ip_address=None if address else "127.0.0.1", logging_level="ERROR",
+                 log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as error:  # a wrong or unreachable --address
+        raise UsageError(f"cannot start or join Ray at {address or 'a local Ray'}: {first_line(error)}") from None
     return True
 
 
@@ -150,8 +153,11 @@ def train(config: TrainConfig, *, address: str | None = None, echo=print) -> dic
     from jobs.train_loop import MODEL_FILE, train_loop_per_worker
 
     output = Path(config.output).resolve()
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "train_config.json").write_text(json.dumps(asdict(config), indent=2))
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "train_config.json").write_text(json.dumps(asdict(config), indent=2))
+    except OSError as error:
+        raise UsageError(f"cannot write to output {output}: {error.strerror or error}") from None
     resume = latest_checkpoint(output)
     if resume is not None:
         echo(f"resuming from {resume}")

@@ -19,3 +19,12 @@ class UsageError(MaskrayError):
 
 class WeightsError(UsageError):
     """Weights cannot be loaded: offline `coco`, a missing file, a refused pickle (exit 2)."""
+
+
+def first_line(error) -> str:
+    """The first line of an error (or a text), at most 300 characters: what fits a one-line
+    message; an error without text is named by its type."""
+    text = str(error or "").strip()
+    if not text:
+        return type(error).__name__ if isinstance(error, BaseException) else ""
+    return text.splitlines()[0][:300]

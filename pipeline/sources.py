@@ -12,7 +12,7 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
-from models.errors import UsageError
+from models.errors import UsageError, first_line
 from pipeline import storage
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
@@ -47,7 +47,7 @@ def list_media(sources: list[str]) -> list[MediaFile]:
         except FileNotFoundError:
             raise UsageError(f"source not found: {source}") from None
         except OSError as error:
-            raise UsageError(f"cannot list source {source}: {_first_line(error)}") from None
+            raise UsageError(f"cannot list source {source}: {first_line(error)}") from None
         named_file = len(files) == 1 and _same_file(files[0][0], source)
         if named_file:
             uri, size = files[0]
@@ -119,8 +119,3 @@ def _hidden(relative: str) -> bool:
 
 def _same_file(listed_uri: str, source: str) -> bool:
     return storage.canonical(source).rstrip("/") == listed_uri.rstrip("/")
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -18,6 +18,8 @@ from urllib.parse import unquote, urlparse
 
 import pyarrow.fs as pafs
 
+from models.errors import UsageError
+
 _REMOTE_SCHEMES = ("s3", "gs", "gcs")
 _cache: dict[tuple, pafs.FileSystem] = {}
 _cache_lock = threading.Lock()
@@ -50,7 +52,8 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
         return _s3_filesystem(), uri.split("://", 1)[1]
     if scheme in ("gs", "gcs"):
         return _cached(("gs",), pafs.GcsFileSystem), uri.split("://", 1)[1]
-    raise ValueError(f"unsupported URI scheme {scheme!r} in {uri!r} (use a path, file://, s3:// or gs://)")
+    # A user's typo (http://, ftp://) is a usage error wherever the URI is first used.
+    raise UsageError(f"unsupported URI scheme {scheme!r} in {uri!r} (use a path, file://, s3:// or gs://)")
 
 
 def join(uri: str, *parts: str) -> str:

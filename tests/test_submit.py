@@ -156,6 +156,12 @@ def test_usage_errors_are_one_line_with_exit_code_2(data_dir, tmp_path, capsys):
         (["submit", rocket, "--output", tmp_path / "o4", "--model", "nope"], "unknown model"),
         (["submit", rocket, "--output", tmp_path / "o5", "--batch-size", "0"], "--batch-size"),
         (["status", tmp_path], "no maskray job"),
+        (["submit", rocket, "--output", tmp_path / "o7", "--no-such-flag"], "No such option '--no-such-flag'"),
+        (["submit", "--output", tmp_path / "o8"], "Missing argument 'SOURCE...'"),
+        (["demo", "--workdir", blocker / "demo", "--weights", "none"], "cannot write synthetic data"),
+        (["train", "--synthetic", "2", "--output", blocker / "train"], "cannot write synthetic data"),
+        (["submit", "ftp://host/a.jpg", "--output", tmp_path / "o9"], "unsupported URI scheme 'ftp'"),
+        (["status", "ftp://host/out"], "unsupported URI scheme 'ftp'"),
     ]
     for args, words in cases:
         if args[0] == "submit":  # small model flags first: the case's own flags override them
