@@ -37,7 +37,7 @@ def format_table(switch: str, rows: list[dict]) -> str:
 
 def ablate(switch: str, output, *, model: str = "demo", steps: int = 300, train_images: int = 400,
            val_images: int = 50, batch_size: int = 4, lr: float = 1e-3, min_size: int = 192,
-           max_size: int = 256, threads: int = 2, cpu: bool = False, seed: int = 0,
+           max_size: int = 256, threads: int = 1, cpu: bool = False, seed: int = 0,
            values: list[str] | None = None, echo=print) -> dict:
     """Trains each value of `switch` for `steps` steps; writes OUT/ablation.json; returns it."""
     if switch not in SWITCHES:

@@ -76,6 +76,7 @@ def _connect(address: Optional[str]) -> None:
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING, "configure_logging": True}
     try:
         if address:
+            _check_reachable(address)
             ray.init(address=address, **quiet)
             return
         # Token auth is Ray's default for a new local cluster: keep it, without its warning
@@ -88,6 +89,21 @@ def _connect(address: Optional[str]) -> None:
     except (ConnectionError, RuntimeError, ValueError) as error:
         where = address or "an embedded local Ray"
         raise UsageError(f"cannot start or join Ray at {where}: {first_line(error)}") from None
+
+
+def _check_reachable(address: str) -> None:
+    """Ray retries an unreachable GCS for minutes; a closed port should fail in seconds."""
+    import socket
+
+    host_port = address.split("://", 1)[-1]
+    if address == "auto" or ":" not in host_port:
+        return
+    host, _, port = host_port.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+    except (OSError, ValueError) as error:
+        raise UsageError(f"cannot reach a Ray cluster at {address}: {first_line(error)}") from None
 
 
 def _local_cpus() -> int:

@@ -63,6 +63,8 @@ def render(output_uri: str, source: str, out_uri: str, *, min_score: float = 0.5
     read_from = storage.canonical(source)
     if not storage.exists(read_from):
         raise UsageError(f"source not found: {source}")
+    if is_image and frame not in (None, 0):
+        raise UsageError(f"{source} is an image: it has only frame 0, not --frame {frame}")
     if is_image or frame is not None:
         if suffix not in IMAGE_FORMATS:
             raise UsageError("an image (or a video with --frame) renders to .png, .jpg or .webp")

@@ -17,6 +17,11 @@ def data_dir() -> Path:
     return DATA_DIR
 
 
+# Distinctive test credentials, so a test can prove they never reach a job's output or logs.
+TEST_ACCESS_KEY = "MASKRAYTESTACCESSKEY7"
+TEST_SECRET_KEY = "maskray-test-secret-do-not-store-8f2c41"
+
+
 @pytest.fixture(scope="session")
 def s3_server():
     """A real S3 protocol endpoint for the session; yields its URL (http://127.0.0.1:PORT).
@@ -32,8 +37,8 @@ def s3_server():
     endpoint = f"http://{host}:{port}"
     settings = {
         "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_ACCESS_KEY_ID": TEST_ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": TEST_SECRET_KEY,
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_EC2_METADATA_DISABLED": "true",  # never wait for an instance-metadata lookup
     }
@@ -59,7 +64,7 @@ def s3_client(s3_server):
     import boto3
 
     return boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1",
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
+                        aws_access_key_id=TEST_ACCESS_KEY, aws_secret_access_key=TEST_SECRET_KEY)
 
 
 @pytest.fixture

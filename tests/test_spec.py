@@ -74,9 +74,3 @@ def test_fingerprint_follows_results_not_resources():
     assert base.fingerprint() != spec(every=5, weights="demo").fingerprint()
     assert base.fingerprint() != spec(every=5, score_threshold=0.7).fingerprint()
     assert spec(every=10).differences_from_dict(base.to_dict()) == ["every"]
-
-
-def test_no_credentials_are_stored(monkeypatch):
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret-value")
-    text = spec(sources=["s3://bucket/in/"], output="s3://bucket/out/").to_json()
-    assert "very-secret-value" not in text

@@ -12,6 +12,7 @@ import pytest
 from pycocotools import mask as mask_utils
 
 import cli
+from conftest import TEST_ACCESS_KEY, TEST_SECRET_KEY
 from jobs.local import run_job
 from models.errors import UsageError
 from pipeline import storage
@@ -122,6 +123,10 @@ def test_job_reads_and_writes_an_s3_bucket_and_overwrite_replaces_it(
     assert max(frames.column("num_instances").to_pylist()) <= 2
     listed = [uri for uri, _ in storage.list_files(output)]
     assert sum("/instances/" in uri for uri in listed) == 1
+    # The credentials the job ran with appear in none of the files it wrote.
+    for uri in listed:
+        data = storage.read_bytes(uri)
+        assert TEST_SECRET_KEY.encode() not in data and TEST_ACCESS_KEY.encode() not in data, uri
 
 
 def test_status_prints_counts_and_state(full_job, capsys):
