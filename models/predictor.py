@@ -9,6 +9,7 @@ thresholded and RLE-encoded there, so only run lengths (not HxW float masks) rea
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,6 +89,7 @@ class Predictor:
         self.model = model.to(self.device)
         self.spec = model.maskray_spec
         self._is_null = self.spec.family == "null"
+        self.forward_s = 0.0  # seconds inside the model itself, over all calls (profiling)
 
     def predict(self, frames: list[np.ndarray]) -> list[FramePrediction]:
         """Instances of each frame (HxWx3 uint8 RGB arrays, any sizes), in input order."""
@@ -101,7 +103,11 @@ class Predictor:
         images = [torch.from_numpy(_writable(f)).to(self.device).permute(2, 0, 1) for f in frames]
         with torch.inference_mode(), self._autocast():
             images = [image.float().div_(255.0) for image in images]
+            began = time.perf_counter()
             outputs = self.model(images)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)  # _convert waits for the GPU right after anyway
+            self.forward_s += time.perf_counter() - began
             return [
                 self._convert(output, f.shape[0], f.shape[1]) for output, f in zip(outputs, frames)
             ]

@@ -59,20 +59,23 @@ class ShardWriter:
         self._buffers: dict[str, pa.BufferOutputStream] = {}
         self._writers: dict[str, pq.ParquetWriter] = {}
         self._pending: dict[str, list[pa.RecordBatch]] = {}
+        self._pending_rows: dict[str, int] = {}
         self.rows: dict[str, int] = {}
         for table, schema in TABLES.items():
             schema = schema.with_metadata(meta)
             self._buffers[table] = pa.BufferOutputStream()
             self._writers[table] = pq.ParquetWriter(self._buffers[table], schema, compression="zstd")
             self._pending[table] = []
+            self._pending_rows[table] = 0
             self.rows[table] = 0
 
     def add(self, instances: pa.RecordBatch, frames: pa.RecordBatch) -> None:
         for table, batch in (("instances", instances), ("frames", frames)):
             if batch.num_rows:
                 self._pending[table].append(batch)
+                self._pending_rows[table] += batch.num_rows  # a running count: no re-summing
                 self.rows[table] += batch.num_rows
-                if sum(b.num_rows for b in self._pending[table]) >= ROW_GROUP_ROWS:
+                if self._pending_rows[table] >= ROW_GROUP_ROWS:
                     self._flush(table)
 
     def _flush(self, table: str) -> None:
@@ -80,6 +83,7 @@ class ShardWriter:
             schema = self._writers[table].schema
             self._writers[table].write_table(pa.Table.from_batches(self._pending[table], schema=schema))
             self._pending[table] = []
+            self._pending_rows[table] = 0
 
     def commit(self, record: dict) -> dict:
         """Write the parts, then `_commits/<shard>.json` with `record` plus files and row counts."""

@@ -20,6 +20,7 @@ import time
 from typing import Iterator, Optional, Union
 
 import numpy as np
+import pyarrow as pa
 
 from pipeline import sink
 from pipeline.shard_frames import iter_shard_frames
@@ -56,6 +57,9 @@ class ShardWorker:
         self.job_id = job_id
         self.batch_size = max(1, int(batch_size))
         self.model_name = predictor_config.get("model")
+        # pyarrow imports pandas on its first pa.array() (about 1 s): pay that while the
+        # replica starts, not inside its first shard.
+        pa.array([0])
 
     def describe(self) -> dict:
         """Where this replica runs: host, pid, the GPU ids Ray assigned, CUDA_VISIBLE_DEVICES."""
@@ -83,6 +87,7 @@ class ShardWorker:
         )
         counts = {"frames": 0, "errors": 0, "instances": 0}
         timings = {"decode_wait_s": 0.0, "infer_s": 0.0}
+        forward_before = self.predictor.forward_s
 
         pending_refs: list[FrameRef] = []
         pending_rgb: list[np.ndarray] = []
@@ -113,6 +118,7 @@ class ShardWorker:
                 flush()
         flush()
 
+        timings["forward_s"] = self.predictor.forward_s - forward_before  # inside the model
         timings = {key: round(value, 3) for key, value in timings.items()}
         timings["total_s"] = round(time.time() - started, 3)
         record = {
