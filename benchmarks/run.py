@@ -1,4 +1,4 @@
-"""maskray's performance benchmark: one command, every figure of docs/performance.md.
+"""maskray's performance benchmark: one command, every figure of the README's Performance section.
 
     .venv/bin/python benchmarks/run.py            # the full CPU run (about 10 min on 2 quiet cores)
     .venv/bin/python benchmarks/run.py --quick    # a smoke run of every section (a few min)
