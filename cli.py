@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from models.errors import MaskrayError
+from maskray.models.errors import MaskrayError
 
 
 class _Group(click.Group):
@@ -50,7 +50,7 @@ def models_command():
       maskray models
       maskray submit ./photos/ --output out/ --model keypointrcnn_resnet50_fpn --weights coco
     """
-    from models.catalog import cache_dir, model_rows
+    from maskray.models.catalog import cache_dir, model_rows
 
     rows = model_rows()
     columns = ("name", "tasks", "categories", "weights")
@@ -100,8 +100,8 @@ def submit_command(sources, output, address, overwrite, wait, **options):
       maskray submit ./videos/ ./photos/ --output out/ --weights coco --every 5
       maskray submit s3://cams/2026-11/ --output s3://cams/masks/ --fps 2 --address auto
     """
-    from jobs.local import run_job
-    from jobs.spec import JobSpec
+    from maskray.jobs.local import run_job
+    from maskray.jobs.spec import JobSpec
 
     spec = JobSpec(sources=list(sources), output=output, **options)
     return run_job(spec, address, overwrite=overwrite, wait=wait)
@@ -123,15 +123,15 @@ def status_command(target, address, as_json):
       maskray status maskray-1a2b3c4d-5e6f7a8b --address http://head:8265
     """
     if address and address.startswith(("http://", "https://")):
-        from jobs.cluster import job_status
+        from maskray.jobs.cluster.api import job_status
 
         job = job_status(target, address)
         click.echo(job.describe())
         return 0
     import json
 
-    from pipeline.job_status import format_status, output_status
-    from pipeline.storage import canonical
+    from maskray.pipeline.output.status import format_status, output_status
+    from maskray.pipeline.storage import canonical
 
     status = output_status(canonical(target))
     click.echo(json.dumps(status.to_dict(), indent=2) if as_json else format_status(status))
@@ -158,7 +158,7 @@ def jobs_command(address, everything, limit):
     Example:
       maskray jobs --address http://head:8265
     """
-    from jobs.cluster import format_table, list_jobs
+    from maskray.jobs.cluster.api import format_table, list_jobs
 
     found = list_jobs(address, everything=everything, limit=limit)
     click.echo(format_table(found) if found else "no maskray jobs on this cluster")
@@ -176,7 +176,7 @@ def logs_command(job_id, address, follow):
     Example:
       maskray logs maskray-1a2b3c4d-5e6f7a8b --address http://head:8265 --follow
     """
-    from jobs.cluster import job_logs
+    from maskray.jobs.cluster.api import job_logs
 
     return job_logs(job_id, address, follow=follow)
 
@@ -191,7 +191,7 @@ def cancel_command(job_id, address):
     Example:
       maskray cancel maskray-1a2b3c4d-5e6f7a8b --address http://head:8265
     """
-    from jobs.cluster import cancel_job
+    from maskray.jobs.cluster.api import cancel_job
 
     job = cancel_job(job_id, address)
     click.echo(job.describe())
@@ -216,8 +216,8 @@ def query_command(output, sql, fmt, out_file, limit):
       maskray query out/ "SELECT category, count(*) AS n FROM instances GROUP BY 1 ORDER BY n DESC"
       maskray query s3://cams/masks/ "SELECT * FROM frames WHERE status = 'error'" --format csv
     """
-    from models.errors import UsageError
-    from pipeline.results import open_output, serialize, write_file
+    from maskray.models.errors import UsageError
+    from maskray.pipeline.output.reader import open_output, serialize, write_file
 
     if fmt == "parquet" and not out_file:
         raise UsageError("--format parquet writes a binary file: add --out FILE")
@@ -251,7 +251,7 @@ def export_command(output, coco_file, gt_file, images_file, min_score):
       maskray export out/ --coco results.json --gt annotations.json
       maskray export out/ --coco results.json      # also writes results.images.json
     """
-    from pipeline.export import export_coco, images_path_for
+    from maskray.pipeline.coco.export import export_coco, images_path_for
 
     export = export_coco(output, coco_file, gt_uri=gt_file, images_uri=images_file, min_score=min_score)
     click.echo(f"wrote {len(export.results)} results on {len(export.images)} images to {coco_file}")
@@ -281,7 +281,7 @@ def eval_command(output, gt_file, metrics_file, tasks, min_score):
     Example:
       maskray eval out/ --gt annotations.json --out metrics.json
     """
-    from pipeline.evaluate import evaluate, write_metrics
+    from maskray.pipeline.coco.evaluate import evaluate, write_metrics
 
     evaluation = evaluate(output, gt_file, tasks=list(tasks) or None, min_score=min_score)
     metrics = evaluation.metrics
@@ -313,7 +313,7 @@ def render_command(output, source, out_file, min_score, frames, frame):
       maskray render out/ --source photos/street.jpg --out street-masks.png
       maskray render s3://cams/masks/ --source s3://cams/2026-11/gate.mp4 --out gate-masks.mp4
     """
-    from pipeline.render import render
+    from maskray.pipeline.render.overlays import render
 
     summary = render(output, source, out_file, min_score=min_score, frames=frames, frame=frame)
     click.echo(f"wrote {out_file}: {summary.frames_written} frames, {summary.instances_drawn} instances "
@@ -366,10 +366,10 @@ def train_command(images, annotations, synthetic, output, address, **options):
       maskray train --images coco/train2017 --annotations coco/instances_train2017.json \\
           --model maskrcnn_resnet50_fpn --backbone resnet101 --roi-op pool --output out/r101
     """
-    from jobs.train import TrainConfig, train
+    from maskray.jobs.training.train import TrainConfig, train
 
     if synthetic is not None:
-        from jobs.synthetic import synthetic_dataset
+        from maskray.jobs.training.synthetic import synthetic_dataset
 
         if images or annotations:
             raise click.UsageError("give --synthetic or --images/--annotations, not both")
@@ -412,7 +412,7 @@ def ablate_command(switch, output, **options):
       maskray ablate --switch roi-op --output out/ablate-roi --steps 300
       maskray ablate --switch mask-loss --output out/ablate-loss
     """
-    from jobs.ablate import ablate
+    from maskray.jobs.training.ablate import ablate
 
     ablate(switch, output, echo=click.echo, **options)
     return 0
@@ -440,7 +440,7 @@ def demo_command(workdir, images, video_frames, weights, seed):
       maskray demo
       maskray demo --workdir /tmp/demo --images 4 --video-frames 12
     """
-    from jobs.demo import run_demo
+    from maskray.jobs.demo import run_demo
 
     return run_demo(workdir, images=images, video_frames=video_frames, weights=weights, seed=seed,
                     echo=click.echo).exit_code

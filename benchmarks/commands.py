@@ -28,16 +28,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def maskray_command() -> list[str]:
-    """`maskray` from this checkout (ROOT goes first on PYTHONPATH, see `_environment`)."""
-    return [sys.executable, "-c", "import sys; from cli import main; sys.argv[0] = 'maskray'; main()"]
+    """`maskray` as installed in this interpreter's environment (`pip install -e .` of this checkout)."""
+    return [sys.executable, "-m", "maskray"]
 
 
 def _environment() -> dict:
-    """This process's environment, with this checkout's code first for the driver and for
-    the Ray workers (they inherit it), and no cluster address or test hooks."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MASKRAY_TEST_PID_DIR")}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    return env
+    """This process's environment without a cluster address or test hooks."""
+    return {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MASKRAY_TEST_PID_DIR")}
 
 
 def run_reference(video: Path, every: int, profile: Profile, scratch: Path,
@@ -46,12 +43,12 @@ def run_reference(video: Path, every: int, profile: Profile, scratch: Path,
     scratch.mkdir(parents=True, exist_ok=True)
     result_file = scratch / "reference.json"
     result_file.unlink(missing_ok=True)
-    command = [sys.executable, str(ROOT / "benchmarks" / "reference.py"), "--video", str(video),
+    command = [sys.executable, "-m", "benchmarks.reference", "--video", str(video),
                "--every", str(every), "--profile-json", json.dumps(profile.to_dict()),
                "--result", str(result_file)]
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               env=_environment(), text=True)
+                               env=_environment(), cwd=ROOT, text=True)
     with TreeSampler(process.pid) as sampler:
         log = _wait(process, timeout)
     if process.returncode != 0:

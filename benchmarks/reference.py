@@ -25,10 +25,8 @@ import numpy as np
 import torch
 from pycocotools import mask as coco_mask
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks.profiles import Profile  # noqa: E402
-from models.registry import build_model  # noqa: E402
+from benchmarks.profiles import Profile
+from maskray.models.registry import build_model
 
 
 def run(video: str, every: int, profile: Profile) -> dict:

@@ -1,7 +1,7 @@
 """maskray's performance benchmark: one command, every figure of the README's Performance section.
 
-    .venv/bin/python benchmarks/run.py            # the full CPU run (about 10 min on 2 quiet cores)
-    .venv/bin/python benchmarks/run.py --quick    # a smoke run of every section (a few min)
+    .venv/bin/python -m benchmarks.run            # the full CPU run (about 10 min on 2 quiet cores)
+    .venv/bin/python -m benchmarks.run --quick    # a smoke run of every section (a few min)
 
 Sections (each can be skipped):
   model    the reference (one process: PyAV decode, forward, threshold, pycocotools RLE)
@@ -13,7 +13,7 @@ Sections (each can be skipped):
            decode, scheduling, Arrow and Parquet top out;
   gpu      profiles.GPU (720p, AMP fp16, batch 8) when CUDA is visible: frames/s per GPU and
            the share of time the GPUs were busy.
-It measures the checkout it lives in (its folder goes first on PYTHONPATH), prints a report
+It measures the installed maskray (`pip install -e .` of this checkout), prints a report
 with the issue's targets and writes every raw measurement as JSON (--json).
 """
 
@@ -28,12 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks import gpu, media  # noqa: E402
-from benchmarks.commands import read_masks, run_reference, run_submit  # noqa: E402
-from benchmarks.profiles import CPU, GPU, Profile  # noqa: E402
-from benchmarks.summary import frames_per_s, identical_masks, summarise, table, target_line  # noqa: E402
+from benchmarks import gpu, media
+from benchmarks.commands import read_masks, run_reference, run_submit
+from benchmarks.profiles import CPU, GPU, Profile
+from benchmarks.summary import frames_per_s, identical_masks, summarise, table, target_line
 
 
 def model_section(args, scratch: Path, say) -> dict:

@@ -17,16 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, TextIO
 
-from jobs.local import run_job
-from jobs.spec import JobSpec
-from jobs.synthetic import MARKER, synthetic_dataset
-from models.errors import UsageError
-from models.weights import load_weights
-from pipeline import sink
-from pipeline.evaluate import evaluate
-from pipeline.render import render
-from pipeline.results import format_table, open_output
-from pipeline.synthetic import SyntheticSet
+from maskray.jobs.local import run_job
+from maskray.jobs.spec import JobSpec
+from maskray.jobs.training.synthetic import MARKER, synthetic_dataset
+from maskray.models.errors import UsageError
+from maskray.models.weights import load_weights
+from maskray.pipeline.output import sink
+from maskray.pipeline.coco.evaluate import evaluate
+from maskray.pipeline.render.overlays import render
+from maskray.pipeline.output.reader import format_table, open_output
+from maskray.jobs.training.shapes import SyntheticSet
 
 DEMO_MODEL = "demo"
 SCORE_THRESHOLD = 0.5

@@ -15,8 +15,8 @@ import logging
 import os
 from typing import Optional, TextIO
 
-from jobs.spec import JobSpec
-from models.errors import UsageError, first_line
+from maskray.jobs.spec import JobSpec
+from maskray.models.errors import UsageError, first_line
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INPUT_ERRORS = 0, 1, 2, 3
 
@@ -28,14 +28,14 @@ def run_job(spec: JobSpec, address: Optional[str] = None, *, overwrite: bool = F
     Usage mistakes raise `UsageError` (exit 2), a failed job `MaskrayError` (exit 1).
     """
     if address and address.startswith(("http://", "https://")):
-        from jobs import cluster
+        from maskray.jobs.cluster import api as cluster
 
         return cluster.submit_job(spec, address, wait=wait, overwrite=overwrite, stream=stream)
     spec.validate(check_local_device=not address)
 
     import ray
 
-    from pipeline import driver
+    from maskray.pipeline.execution import driver
 
     started_here = []
 
@@ -58,8 +58,8 @@ def run_job(spec: JobSpec, address: Optional[str] = None, *, overwrite: bool = F
 def _check_model_and_weights(spec: JobSpec, on_this_machine: bool) -> None:
     """Fail in a second, not after starting Ray and the workers: an unknown model, and
     (when the workers run here) weights that are not where they should be."""
-    from models.registry import get_spec
-    from models.weights import coco_weights_cached, load_weights
+    from maskray.models.specs import get_spec
+    from maskray.models.weights import coco_weights_cached, load_weights
 
     model = get_spec(spec.model)  # UsageError naming the choices
     if not on_this_machine or spec.weights in ("none", "demo"):

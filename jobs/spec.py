@@ -14,8 +14,8 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Optional
 
-from models.errors import UsageError
-from pipeline import storage
+from maskray.models.errors import UsageError
+from maskray.pipeline import storage
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 

@@ -20,10 +20,10 @@ from torchvision.models.detection.keypoint_rcnn import KeypointRCNN
 from torchvision.models.detection.mask_rcnn import MaskRCNN, MaskRCNNHeads
 from torchvision.models.detection.rpn import RPNHead
 
-from models.backbones import build_backbone
-from models.compact import COMPACT_DEFAULTS, build_compact
-from models.errors import UsageError
-from models.joint import add_keypoint_branch
+from maskray.models.backbones import build_backbone
+from maskray.models.compact import COMPACT_DEFAULTS, build_compact
+from maskray.models.errors import UsageError
+from maskray.models.joint import add_keypoint_branch
 
 
 def build_architecture(

@@ -14,7 +14,7 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import misc as misc_nn_ops
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from models.errors import UsageError
+from maskray.models.errors import UsageError
 
 BACKBONES: tuple[str, ...] = ("resnet18", "resnet50", "resnet101", "resnext101_32x8d")
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from models.registry import MODELS
-from models.weights import coco_cache_dir, coco_weights_cached, demo_weights_present
+from maskray.models.specs import MODELS
+from maskray.models.weights import coco_cache_dir, coco_weights_cached, demo_weights_present
 
 
 def model_rows() -> list[dict[str, str]]:

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.errors import UsageError
-from models.registry import build_model
-from models.rle import encode_batch_torch
+from maskray.models.errors import UsageError
+from maskray.models.registry import build_model
+from maskray.models.rle import encode_batch_torch
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}

@@ -1,5 +1,4 @@
-"""The models maskray knows by name, and `build_model`, which turns a name and weights into
-a ready network.
+"""`build_model`: a model name (`models.specs`) and weights into a ready network.
 
 A built model carries `maskray_spec` (its spec, with the categories and keypoints it really
 predicts) and `maskray_recipe` (what `weights.make_checkpoint` saves beside the weights).
@@ -8,99 +7,20 @@ predicts) and `maskray_recipe` (what `weights.make_checkpoint` saves beside the 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
 from torch import nn
 from torchvision.ops import misc as misc_nn_ops
 
-from models.architectures import build_architecture
-from models.backbones import BACKBONES
-from models.categories import (
-    COCO_CATEGORIES,
-    COCO_KEYPOINT_NAMES,
-    COCO_PERSON,
-    SHAPES_CATEGORIES,
-    SHAPES_KEYPOINT_NAMES,
-)
-from models.compact import COMPACT_DEFAULTS
-from models.errors import MaskrayError, UsageError, WeightsError
-from models.null_model import NullModel
-from models.recipe import Recipe
-from models.weights import load_weights
-
-TASKS = ("boxes", "masks", "keypoints")
-DEFAULT_VARIANTS = {"roi_op": "align", "mask_loss": "sigmoid", "mask_head": "fcn"}
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A named model: what it predicts, its published weights, how it is assembled."""
-
-    name: str
-    tasks: tuple[str, ...]  # subset of TASKS
-    categories: dict[int, str]  # category id -> name; ids are the model's label indices
-    keypoint_names: tuple[str, ...]
-    coco_weights: str | None  # torchvision's published file name, None if there is none
-    description: str
-    min_size: int = 800  # shorter image side the network sees
-    max_size: int = 1333  # cap on the longer side
-    family: str = "maskrcnn"  # maskrcnn | maskrcnn_v2 | keypointrcnn | joint | compact | null
-    backbone: str = "resnet50"
-    category_set: str = "coco"  # coco | shapes, for listings
-    coco_eps_zero: bool = False  # torchvision's v1 weights expect FrozenBatchNorm eps 0
-
-
-MODELS: dict[str, ModelSpec] = {
-    spec.name: spec
-    for spec in (
-        ModelSpec(
-            "maskrcnn_resnet50_fpn", ("boxes", "masks"), COCO_CATEGORIES, (),
-            "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth",
-            "Mask R-CNN R50-FPN, the paper's model (COCO box AP 37.9, mask AP 34.6)",
-            coco_eps_zero=True,
-        ),
-        ModelSpec(
-            "maskrcnn_resnet50_fpn_v2", ("boxes", "masks"), COCO_CATEGORIES, (),
-            "maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth",
-            "Mask R-CNN R50-FPN, improved training recipe (COCO box AP 47.4, mask AP 41.8)",
-            family="maskrcnn_v2",
-        ),
-        ModelSpec(
-            "keypointrcnn_resnet50_fpn", ("boxes", "keypoints"), COCO_PERSON, COCO_KEYPOINT_NAMES,
-            "keypointrcnn_resnet50_fpn_coco-fc266e95.pth",
-            "Keypoint R-CNN R50-FPN, people and 17 keypoints (COCO box AP 54.6, keypoint AP 65.0)",
-            family="keypointrcnn", coco_eps_zero=True,
-        ),
-        ModelSpec(
-            "maskkeypointrcnn_resnet50_fpn", TASKS, COCO_CATEGORIES, COCO_KEYPOINT_NAMES, None,
-            "Mask R-CNN R50-FPN with a keypoint branch: masks and keypoints in one pass "
-            "(train it; no published weights)",
-            family="joint",
-        ),
-        ModelSpec(
-            "demo", TASKS, SHAPES_CATEGORIES, SHAPES_KEYPOINT_NAMES, None,
-            "small joint mask + keypoint model (compact R18-FPN) trained on synthetic shapes, "
-            "shipped as --weights demo",
-            min_size=192, max_size=256, family="compact", backbone="resnet18",
-            category_set="shapes",
-        ),
-        ModelSpec(
-            "null", ("boxes", "masks"), COCO_CATEGORIES, (), None,
-            "detects nothing and computes nothing: measures the pipeline alone",
-            family="null",
-        ),
-    )
-}
-
-
-def get_spec(name: str) -> ModelSpec:
-    """The spec of model `name`; UsageError naming the choices for an unknown name."""
-    try:
-        return MODELS[name]
-    except KeyError:
-        raise UsageError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}") from None
-
+from maskray.models.architectures import build_architecture
+from maskray.models.backbones import BACKBONES
+from maskray.models.compact import COMPACT_DEFAULTS
+from maskray.models.errors import MaskrayError, UsageError, WeightsError
+from maskray.models.null_model import NullModel
+from maskray.models.recipe import Recipe
+from maskray.models.specs import DEFAULT_VARIANTS, MODELS, get_spec
+from maskray.models.weights import load_weights
 
 def build_model(
     name: str,
@@ -215,7 +135,7 @@ def _recipe(spec, num_classes, categories, keypoint_names, backbone, variants) -
 
 def _apply_variants(model: nn.Module, variants: dict) -> None:
     try:
-        from models.variants import apply_variants
+        from maskray.models.variants import apply_variants
     except ImportError:
         raise MaskrayError("model variants are not available in this installation") from None
     try:

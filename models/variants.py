@@ -21,7 +21,7 @@ from torch import nn
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import MultiScaleRoIAlign, roi_align, roi_pool
 
-from models.errors import UsageError
+from maskray.models.errors import UsageError
 
 ROI_OPS = ("align", "pool")
 MASK_LOSSES = ("sigmoid", "softmax")

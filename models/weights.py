@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from models.errors import WeightsError
-from models.recipe import CHECKPOINT_VERSION, Recipe
+from maskray.models.errors import WeightsError
+from maskray.models.recipe import CHECKPOINT_VERSION, Recipe
 
 KEYWORDS = ("coco", "none", "demo")
 DEMO_WEIGHTS = Path(__file__).resolve().parent / "weights" / "demo.pt"
@@ -39,7 +39,7 @@ def coco_cache_dir() -> Path:
 
 def coco_weights_cached(name: str) -> bool | None:
     """Whether model `name`'s COCO weights are in the local cache; None if it has none."""
-    from models.registry import get_spec  # registry imports this module
+    from maskray.models.specs import get_spec
 
     filename = get_spec(name).coco_weights
     if filename is None:

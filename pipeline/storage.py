@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlparse
 
 import pyarrow.fs as pafs
 
-from models.errors import UsageError
+from maskray.models.errors import UsageError
 
 _REMOTE_SCHEMES = ("s3", "gs", "gcs")
 _cache: dict[tuple, pafs.FileSystem] = {}

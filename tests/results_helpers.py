@@ -13,10 +13,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from models import rle
-from models.predictor import FramePrediction
-from pipeline import sink, storage
-from pipeline.schema import FrameRef, predictions_to_batches
+from maskray.models import rle
+from maskray.models.predictor import FramePrediction
+from maskray.pipeline.output import sink
+from maskray.pipeline import storage
+from maskray.pipeline.output.schema import FrameRef, predictions_to_batches
 
 
 def rectangle(height: int, width: int, x1: int, y1: int, x2: int, y2: int) -> np.ndarray:
@@ -125,7 +126,7 @@ def ground_truth(frames: Sequence[tuple[FrameRef, FramePrediction]], images: Seq
 
 def run_maskray(argv: Sequence[str], capsys) -> tuple[int, str, str]:
     """`maskray ARGV` in this process through the real entry point: (exit code, stdout, stderr)."""
-    import cli
+    from maskray import cli
 
     capsys.readouterr()
     try:

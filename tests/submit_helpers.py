@@ -13,8 +13,8 @@ from collections import Counter
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.spec import JobSpec
-from pipeline import storage
+from maskray.jobs.spec import JobSpec
+from maskray.pipeline import storage
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The compact demo architecture (masks and keypoints) with random weights at a small size:
@@ -70,5 +70,5 @@ def frame_keys(frames: pa.Table) -> Counter:
 
 def run_cli(*args, timeout=300, **popen) -> subprocess.CompletedProcess:
     """`maskray ARGS` in a fresh process, as a user runs it."""
-    return subprocess.run([sys.executable, "-c", "import cli; cli.main()", *map(str, args)],
+    return subprocess.run([sys.executable, "-c", "from maskray.cli import main; main()", *map(str, args)],
                           cwd=REPO, capture_output=True, text=True, timeout=timeout, **popen)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import av
 import pytest
 
-from jobs.local import run_job
-from pipeline.job_status import output_status
+from maskray.jobs.local import run_job
+from maskray.pipeline.output.status import output_status
 from submit_helpers import frame_keys, local_ray, read_table, small_spec
 
 

@@ -32,7 +32,7 @@ def ray_head():
 
 def maskray(capsys, *args: str) -> tuple[int, str, str]:
     """Run the CLI in this process as a user would; returns (exit code, stdout, stderr)."""
-    from cli import main
+    from maskray.cli import main
 
     capsys.readouterr()
     with pytest.raises(SystemExit) as exited:
@@ -63,9 +63,9 @@ def test_entrypoint_rebuilds_the_same_spec_on_the_cluster(tmp_path):
     fingerprint (so a resubmission resumes), joined with `--address auto`."""
     import shlex
 
-    from cli import submit_command
-    from jobs.cluster import build_entrypoint
-    from jobs.spec import JobSpec
+    from maskray.cli import submit_command
+    from maskray.jobs.cluster.api import build_entrypoint
+    from maskray.jobs.spec import JobSpec
 
     spec = JobSpec(sources=[str(tmp_path / "my videos"), "s3://bucket/cams/"], output=str(tmp_path / "o'ut"),
                    model="maskrcnn_resnet50_fpn_v2", weights="none", min_size=128, score_threshold=0.25,
@@ -98,7 +98,7 @@ def test_submitted_job_succeeds_and_is_listed(ray_head, data_dir, tmp_path, caps
     assert code == 0, err + out
     job_id = JOB_ID.search(out).group(0)
     assert (output / "_SUCCESS").exists()
-    from pipeline.results import open_output
+    from maskray.pipeline.output.reader import open_output
 
     frames = open_output(str(output)).sql("SELECT source, status FROM frames ORDER BY source")
     assert frames.column("source").to_pylist() == sorted(str(p) for p in images.iterdir())
@@ -128,8 +128,8 @@ def test_submitted_job_succeeds_and_is_listed(ray_head, data_dir, tmp_path, caps
 
 
 def test_cancelled_job_keeps_committed_shards_and_resumes(ray_head, data_dir, tmp_path, capsys):
-    from pipeline import sink
-    from pipeline.results import open_output
+    from maskray.pipeline.output import sink
+    from maskray.pipeline.output.reader import open_output
 
     video = tmp_path / "bikes.mp4"
     shutil.copy(data_dir / "videos" / "bikes.mp4", video)

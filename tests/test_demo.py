@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def run_demo(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     # A fresh process per run: the demo starts (and stops) its own embedded Ray.
-    return subprocess.run([sys.executable, "-m", "cli", "demo", *args], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "maskray", "demo", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout, env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
 

@@ -5,11 +5,11 @@ import json
 
 import torch
 
-from jobs.local import run_job
-from jobs.spec import JobSpec
-from models.weights import DEMO_WEIGHTS
-from pipeline.evaluate import evaluate
-from pipeline.synthetic import generate_shapes
+from maskray.jobs.local import run_job
+from maskray.jobs.spec import JobSpec
+from maskray.models.weights import DEMO_WEIGHTS
+from maskray.pipeline.coco.evaluate import evaluate
+from maskray.jobs.training.shapes import generate_shapes
 
 HELD_OUT_SEED = 2027  # training used seed 1, its validation seed 2
 

@@ -11,9 +11,9 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from pipeline.coco_images import load_ground_truth, match_ground_truth
-from pipeline.evaluate import evaluate
-from pipeline.schema import FrameRef
+from maskray.pipeline.coco.matching import load_ground_truth, match_ground_truth
+from maskray.pipeline.coco.evaluate import evaluate
+from maskray.pipeline.output.schema import FrameRef
 from results_helpers import ellipse, ground_truth, prediction, rectangle, run_maskray, write_output
 
 H, W = 96, 128

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from jobs.local import run_job
-from jobs.spec import JobSpec
-from models.errors import UsageError
-from pipeline.worker_pool import pool_size
+from maskray.jobs.local import run_job
+from maskray.jobs.spec import JobSpec
+from maskray.models.errors import UsageError
+from maskray.pipeline.execution.worker_pool import pool_size
 from submit_helpers import commits, frame_keys, local_ray, read_table, small_spec
 
 

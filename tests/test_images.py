@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.errors import DecodeError
-from pipeline.images import decode_image
+from maskray.pipeline.inputs.errors import DecodeError
+from maskray.pipeline.inputs.images import decode_image
 
 
 def _encode(image: Image.Image, fmt: str, **options) -> bytes:

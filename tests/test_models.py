@@ -8,17 +8,18 @@ import torch
 from click.testing import CliRunner
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-import cli
-from models.categories import (
+from maskray import cli
+from maskray.models.categories import (
     COCO_CATEGORIES,
     COCO_KEYPOINT_NAMES,
     COCO_SKELETON,
     SHAPES_CATEGORIES,
     SHAPES_KEYPOINT_NAMES,
 )
-from models.errors import UsageError, WeightsError
-from models.registry import MODELS, build_model, get_spec
-from models.weights import coco_weights_cached, demo_weights_present, save_checkpoint
+from maskray.models.errors import UsageError, WeightsError
+from maskray.models.registry import build_model
+from maskray.models.specs import MODELS, get_spec
+from maskray.models.weights import coco_weights_cached, demo_weights_present, save_checkpoint
 
 COCO_FILE = "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth"
 

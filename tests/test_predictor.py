@@ -8,10 +8,10 @@ import torch
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from models import rle
-from models.errors import UsageError
-from models.predictor import FramePrediction, Predictor, PredictorConfig
-from models.registry import MODELS
+from maskray.models import rle
+from maskray.models.errors import UsageError
+from maskray.models.predictor import FramePrediction, Predictor, PredictorConfig
+from maskray.models.specs import MODELS
 
 IMAGES = Path(__file__).parent / "data" / "images"
 SMALL = dict(weights="none", min_size=128, max_size=192, score_threshold=0.0, max_instances=5,

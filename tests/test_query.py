@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline import storage
-from pipeline.results import decode_masks, open_output
-from pipeline.schema import FRAMES_SCHEMA, INSTANCES_SCHEMA, FrameRef
+from maskray.pipeline import storage
+from maskray.pipeline.output.reader import decode_masks, open_output
+from maskray.pipeline.output.schema import FRAMES_SCHEMA, INSTANCES_SCHEMA, FrameRef
 from results_helpers import (ellipse, empty_prediction, prediction, rectangle,
                              run_maskray, write_output, write_shard)
 
@@ -116,7 +116,7 @@ def test_query_formats_table_csv_json_parquet_and_limit(known_output, tmp_path, 
 
 
 def test_a_bad_query_is_one_line_and_exit_2(known_output):
-    done = subprocess.run([sys.executable, "-c", "import cli; cli.main()", "query", known_output,
+    done = subprocess.run([sys.executable, "-c", "from maskray.cli import main; main()", "query", known_output,
                            "SELEC category FROM instancez"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
@@ -139,7 +139,7 @@ def real_job(tmp_path_factory, data_dir):
     out = tmp_path_factory.mktemp("job") / "out"
     video = data_dir / "videos" / "carphone_pristine.mp4"
     done = subprocess.run(
-        [sys.executable, "-c", "import cli; cli.main()", "submit", data_dir / "images", video,
+        [sys.executable, "-c", "from maskray.cli import main; main()", "submit", data_dir / "images", video,
          "--output", out, "--model", "demo", "--weights", "none", "--min-size", "128", "--max-size", "256",
          "--score-threshold", "0", "--max-instances", "5", "--every", "50"],
         capture_output=True, text=True, timeout=300,

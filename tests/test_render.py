@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from pipeline.drawing import PALETTE
-from pipeline.schema import FrameRef
+from maskray.pipeline.render.drawing import PALETTE
+from maskray.pipeline.output.schema import FrameRef
 from results_helpers import ellipse, prediction, run_maskray, write_output
 
 ASTRONAUT_NAMES = {1: "person", 5: "airplane", 37: "sports ball", 13: "stop sign"}

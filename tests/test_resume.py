@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from jobs.local import run_job
-from pipeline import storage
-from pipeline.job_status import output_status
-from pipeline.worker import TEST_PID_DIR_ENV
+from maskray.jobs.local import run_job
+from maskray.pipeline import storage
+from maskray.pipeline.output.status import output_status
+from maskray.pipeline.execution.worker import TEST_PID_DIR_ENV
 from submit_helpers import REPO, SMALL_FLAGS, commits, frame_keys, local_ray, read_table, run_cli, small_spec
 
 # bikes.mp4 cut at >= 2 s on keyframes gives 4 shards of every 50th frame (2, 1, 1, 1 frames).
@@ -42,7 +42,7 @@ def test_killed_submit_resumes_and_writes_each_frame_once(data_dir, tmp_path):
     command = ["submit", data_dir / "videos" / "bikes.mp4", "--output", output, "--every", "50",
                "--segment-seconds", "2", "--batch-size", "1", *SMALL_FLAGS]
     process = subprocess.Popen(
-        [sys.executable, "-c", "import cli; cli.main()", *map(str, command)], cwd=REPO,
+        [sys.executable, "-c", "from maskray.cli import main; main()", *map(str, command)], cwd=REPO,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:

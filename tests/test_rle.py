@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from models import rle
+from maskray.models import rle
 
 IMAGES = Path(__file__).parent / "data" / "images"
 

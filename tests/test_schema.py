@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.predictor import FramePrediction
-from pipeline.schema import (
+from maskray.models.predictor import FramePrediction
+from maskray.pipeline.output.schema import (
     FRAMES_SCHEMA, INSTANCES_SCHEMA, FrameError, FrameRef, error_batches, predictions_to_batches,
 )
 

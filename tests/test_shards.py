@@ -8,10 +8,10 @@ import shutil
 
 import pytest
 
-from pipeline.sampling import Sampling, sampled_frames
-from pipeline.shards import Shard, plan_shards, shard_frame_count
-from pipeline.sources import MediaFile, list_media
-from pipeline.video import build_index, decode_segment
+from maskray.pipeline.inputs.sampling import Sampling, sampled_frames
+from maskray.pipeline.inputs.shards import Shard, plan_shards, shard_frame_count
+from maskray.pipeline.inputs.listing import MediaFile, list_media
+from maskray.pipeline.inputs.video import build_index, decode_segment
 
 SAFE_ID = re.compile(r"^[a-z]+-[0-9a-f]{10}-[A-Za-z0-9-]+$")
 

@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 
-from models.errors import UsageError
-from pipeline import storage
-from pipeline.images import decode_image
-from pipeline.sources import list_media
+from maskray.models.errors import UsageError
+from maskray.pipeline import storage
+from maskray.pipeline.inputs.images import decode_image
+from maskray.pipeline.inputs.listing import list_media
 
 IMAGES = ["astronaut.png", "camera.png", "chelsea.png", "coffee.png", "coins.png", "logo.png", "rocket.jpg"]
 VIDEOS = ["bikes.mp4", "carphone_pristine.mp4"]

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from jobs.spec import JobSpec
-from models.errors import UsageError
+from maskray.jobs.spec import JobSpec
+from maskray.models.errors import UsageError
 
 
 def spec(**changes) -> JobSpec:

@@ -11,12 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 from pycocotools import mask as mask_utils
 
-import cli
+from maskray import cli
 from conftest import TEST_ACCESS_KEY, TEST_SECRET_KEY
-from jobs.local import run_job
-from models.errors import UsageError
-from pipeline import storage
-from pipeline.progress import Progress
+from maskray.jobs.local import run_job
+from maskray.models.errors import UsageError
+from maskray.pipeline import storage
+from maskray.pipeline.execution.progress import Progress
 from submit_helpers import SMALL_FLAGS, commits, frame_keys, local_ray, read_table, run_cli, small_spec
 
 IMAGES = ["astronaut.png", "camera.png", "chelsea.png", "coffee.png", "coins.png", "logo.png", "rocket.jpg"]

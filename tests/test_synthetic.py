@@ -9,8 +9,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from pipeline.coco_dataset import CocoDataset
-from pipeline.synthetic import extreme_points, generate_shapes
+from maskray.jobs.training.coco_dataset import CocoDataset
+from maskray.jobs.training.shapes import extreme_points, generate_shapes
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_coco_json_loads_in_pycocotools_with_masks_boxes_and_keypoints(shapes):
 
 def test_images_show_the_shapes_the_masks_say():
     rng = np.random.default_rng(0)
-    from pipeline.synthetic import render_image
+    from maskray.jobs.training.shapes import render_image
 
     rgb, instances = render_image(rng, 128, 128, max_shapes=3)
     assert rgb.shape == (128, 128, 3) and rgb.dtype == np.uint8 and instances

@@ -6,11 +6,11 @@ import json
 import pytest
 import torch
 
-from jobs.train import TrainConfig, latest_checkpoint, train
-from jobs.train_loop import build_training_model
-from models.registry import build_model
-from pipeline.coco_dataset import CocoDataset, collate
-from pipeline.synthetic import generate_shapes
+from maskray.jobs.training.train import TrainConfig, latest_checkpoint, train
+from maskray.jobs.training.train_loop import build_training_model
+from maskray.models.registry import build_model
+from maskray.jobs.training.coco_dataset import CocoDataset, collate
+from maskray.jobs.training.shapes import generate_shapes
 
 SIZE = 96
 
@@ -90,8 +90,8 @@ def test_ray_train_checkpoints_resumes_and_the_model_loads_in_submit(tiny, tmp_p
     assert all(torch.equal(value.float(), saved["state_dict"][key].float())
                for key, value in model.state_dict().items() if key in saved["state_dict"])
 
-    from jobs.local import run_job
-    from jobs.spec import JobSpec
+    from maskray.jobs.local import run_job
+    from maskray.jobs.spec import JobSpec
 
     result = tmp_path / "result"
     spec = JobSpec(sources=[str(tiny.images_dir)], output=str(result), model="demo",
@@ -106,7 +106,7 @@ def test_ray_train_checkpoints_resumes_and_the_model_loads_in_submit(tiny, tmp_p
 def test_roi_pool_variant_reads_the_level_roialign_reads_but_quantises():
     from torchvision.ops import MultiScaleRoIAlign, roi_pool
 
-    from models.variants import MultiScaleRoIPool
+    from maskray.models.variants import MultiScaleRoIPool
 
     torch.manual_seed(0)
     features = {"0": torch.rand(1, 4, 32, 32), "1": torch.rand(1, 4, 16, 16), "2": torch.rand(1, 4, 8, 8)}
@@ -123,7 +123,7 @@ def test_roi_pool_variant_reads_the_level_roialign_reads_but_quantises():
 
 
 def test_softmax_mask_loss_is_small_for_the_right_class_and_large_for_another():
-    from models.variants import softmax_mask_loss
+    from maskray.models.variants import softmax_mask_loss
 
     masks = [torch.zeros(1, 32, 32, dtype=torch.uint8)]
     masks[0][0, 8:24, 8:24] = 1

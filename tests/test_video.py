@@ -8,9 +8,9 @@ import json
 import av
 import pytest
 
-from models.errors import UsageError
-from pipeline.errors import DecodeError
-from pipeline.video import (Sampling, VideoIndex, build_index, decode_segment, plan_segments,
+from maskray.models.errors import UsageError
+from maskray.pipeline.inputs.errors import DecodeError
+from maskray.pipeline.inputs.video import (Sampling, VideoIndex, build_index, decode_segment, plan_segments,
                             sampled_frames)
 
 

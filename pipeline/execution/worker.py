@@ -1,0 +1,208 @@
+"""The worker: one model replica that turns shards into committed Parquet parts.
+
+`ShardWorker` is a plain class (the driver wraps it with `ray.remote(num_gpus=...)`), so
+one actor holds one `Predictor`, loaded once. For each shard a decode thread runs ahead of
+inference through a bounded queue (the accelerator does not wait for the CPU, and memory
+holds at most `2 * batch_size` decoded frames); frames are batched for the Predictor, the
+results go to a `ShardWriter`, and only the small commit record goes back to the driver.
+
+Inputs that cannot be read become `frames` rows with status 'error'; frames decoded before a
+video breaks are kept. Nothing about one input stops the shard.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import threading
+import time
+from typing import Iterator, Optional, Union
+
+import numpy as np
+import pyarrow as pa
+
+from maskray.pipeline.output import sink
+from maskray.pipeline.inputs.shard_frames import iter_shard_frames
+from maskray.pipeline.output.schema import FrameError, FrameRef, error_batches, predictions_to_batches
+
+# Test-only fault injection: when set, `process` writes `<dir>/<pid>` (holding the shard id)
+# as it starts, so a test can kill this actor's process from outside, mid-shard.
+TEST_PID_DIR_ENV = "MASKRAY_TEST_PID_DIR"
+
+_END = object()
+
+
+class ShardWorker:
+    """Holds one Predictor; `process(shard)` decodes, predicts, writes and commits a shard."""
+
+    def __init__(self, predictor_config: dict, output: str, job_id: str, batch_size: int,
+                 force_cpu: bool = False):
+        from maskray.models.errors import MaskrayError
+        from maskray.models.predictor import Predictor, PredictorConfig
+
+        self.gpu_ids = _assigned_gpu_ids()
+        self.device = _choose_device(self.gpu_ids, force_cpu)
+        config = dict(predictor_config, device=self.device)
+        if self.device == "cpu":
+            config["precision"] = "fp32"
+        # A user's mistake found while loading (weights not found, offline `coco`) is kept and
+        # raised by every call: Ray then hands the driver the error itself, not a dead actor.
+        self.startup_error: Optional[MaskrayError] = None
+        try:
+            self.predictor = Predictor(PredictorConfig(**config))
+        except MaskrayError as error:
+            self.startup_error = error
+        self.output = output
+        self.job_id = job_id
+        self.batch_size = max(1, int(batch_size))
+        self.model_name = predictor_config.get("model")
+        # pyarrow imports pandas on its first pa.array() (about 1 s): pay that while the
+        # replica starts, not inside its first shard.
+        pa.array([0])
+
+    def describe(self) -> dict:
+        """Where this replica runs: host, pid, the GPU ids Ray assigned, CUDA_VISIBLE_DEVICES."""
+        if self.startup_error is not None:
+            raise self.startup_error
+        return {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "gpu_ids": [str(i) for i in self.gpu_ids],
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "device": self.device,
+            "weights_id": self.predictor.weights_id,
+        }
+
+    def process(self, shard, attempt: int = 1) -> dict:
+        """Decode, predict and write one shard; returns its commit record (already written)."""
+        if self.startup_error is not None:
+            raise self.startup_error
+        _announce_for_tests(shard.id)
+        started = time.time()
+        writer = sink.ShardWriter(
+            self.output, shard.id,
+            {"maskray.job_id": self.job_id, "maskray.model": self.model_name,
+             "maskray.weights_id": self.predictor.weights_id},
+        )
+        counts = {"frames": 0, "errors": 0, "instances": 0}
+        timings = {"decode_wait_s": 0.0, "infer_s": 0.0}
+        forward_before = self.predictor.forward_s
+
+        pending_refs: list[FrameRef] = []
+        pending_rgb: list[np.ndarray] = []
+
+        def flush() -> None:
+            if not pending_refs:
+                return
+            began = time.time()
+            predictions = self.predictor.predict(pending_rgb)
+            timings["infer_s"] += time.time() - began
+            instances, frames = predictions_to_batches(pending_refs, predictions, shard.id)
+            writer.add(instances, frames)
+            counts["frames"] += len(pending_refs)
+            counts["instances"] += instances.num_rows
+            pending_refs.clear()
+            pending_rgb.clear()
+
+        for item in _decode_ahead(shard, self.batch_size, timings):
+            if isinstance(item, FrameError):
+                writer.add(*error_batches([item], shard.id))
+                counts["frames"] += 1
+                counts["errors"] += 1
+                continue
+            ref, rgb = item
+            pending_refs.append(ref)
+            pending_rgb.append(rgb)
+            if len(pending_refs) >= self.batch_size:
+                flush()
+        flush()
+
+        timings["forward_s"] = self.predictor.forward_s - forward_before  # inside the model
+        timings = {key: round(value, 3) for key, value in timings.items()}
+        timings["total_s"] = round(time.time() - started, 3)
+        record = {
+            "job_id": self.job_id,
+            "attempt": attempt,
+            "frames": counts["frames"],
+            "frames_ok": counts["frames"] - counts["errors"],
+            "errors": counts["errors"],
+            "instances": counts["instances"],
+            "worker": self.describe(),
+            "timings": timings,
+        }
+        return writer.commit(record)
+
+
+def _decode_ahead(shard, batch_size: int, timings: dict) -> Iterator[Union[tuple, FrameError]]:
+    """Items of `iter_shard_frames(shard)`, decoded by a thread running ahead of the caller.
+
+    The queue holds at most `2 * batch_size` frames; if the caller stops early (an exception),
+    the thread notices the stop flag and ends instead of blocking forever.
+    """
+    items: queue.Queue = queue.Queue(maxsize=2 * batch_size)
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in iter_shard_frames(shard):
+                if not put(item):
+                    return
+        except BaseException as error:  # handed to the consumer, which re-raises it
+            failure.append(error)
+        put(_END)
+
+    thread = threading.Thread(target=produce, name=f"decode-{shard.id}", daemon=True)
+    thread.start()
+    try:
+        while True:
+            began = time.time()
+            item = items.get()
+            timings["decode_wait_s"] += time.time() - began
+            if item is _END:
+                break
+            yield item
+        if failure:
+            raise failure[0]
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def _assigned_gpu_ids() -> list:
+    """GPU ids Ray gave this actor ([] outside Ray or without GPUs)."""
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return []
+        return list(ray.get_runtime_context().get_accelerator_ids().get("GPU", []))
+    except Exception:  # not inside a Ray worker
+        return []
+
+
+def _choose_device(gpu_ids: list, force_cpu: bool) -> str:
+    if force_cpu or not gpu_ids:
+        return "cpu"
+    import torch
+
+    # Ray sets CUDA_VISIBLE_DEVICES to the assigned ids, so "cuda" means our own GPU.
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _announce_for_tests(shard_id: str) -> None:
+    folder: Optional[str] = os.environ.get(TEST_PID_DIR_ENV)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, str(os.getpid())), "w") as handle:
+            handle.write(shard_id)

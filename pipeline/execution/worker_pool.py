@@ -1,0 +1,146 @@
+"""The pool of worker actors: how many, with which resources, and replacing dead ones.
+
+One actor per model replica, `num_gpus=--gpus-per-worker` (fractions share a GPU); without
+GPUs (or with --cpu) the replicas share the cluster's CPUs. Ray pins each actor to its GPUs
+by setting CUDA_VISIBLE_DEVICES, so a replica's "cuda" is its own device.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from maskray.models.errors import MaskrayError, UsageError
+
+
+def pool_size(spec) -> tuple[int, float, float]:
+    """(workers, GPUs per worker, CPUs per worker) for the connected cluster.
+
+    Workers default to the cluster's GPUs // --gpus-per-worker, or 1 without GPUs. On CPUs
+    the workers share the cluster's cores; with GPUs each takes one core for decoding.
+    """
+    import ray
+
+    resources = ray.cluster_resources()
+    cluster_gpus = float(resources.get("GPU", 0))
+    cluster_cpus = float(resources.get("CPU", 1))
+    use_gpus = not spec.cpu and cluster_gpus > 0 and spec.gpus_per_worker > 0
+    gpus_per_worker = float(spec.gpus_per_worker) if use_gpus else 0.0
+    if spec.workers:
+        workers = int(spec.workers)
+    elif use_gpus:
+        workers = max(1, int(cluster_gpus // gpus_per_worker))
+    else:
+        workers = 1
+    if use_gpus and workers * gpus_per_worker > cluster_gpus + 1e-9:
+        raise UsageError(
+            f"--workers {workers} x --gpus-per-worker {gpus_per_worker:g} needs more GPUs than the"
+            f" cluster has ({cluster_gpus:g})"
+        )
+    cpus_per_worker = 1.0 if use_gpus else max(1.0, cluster_cpus // workers)
+    if cpus_per_worker * workers > cluster_cpus:
+        cpus_per_worker = max(0.1, cluster_cpus / workers)
+    return workers, gpus_per_worker, cpus_per_worker
+
+
+def predictor_config(spec) -> dict:
+    return {
+        "model": spec.model, "weights": spec.weights, "min_size": spec.min_size,
+        "max_size": spec.max_size, "score_threshold": spec.score_threshold,
+        "mask_threshold": spec.mask_threshold, "max_instances": spec.max_instances,
+        "precision": spec.precision,
+    }
+
+
+class WorkerPool:
+    """Worker actors; a dead one is replaced by a fresh one so the pool keeps its size."""
+
+    def __init__(self, spec, job_id, size, gpus_per_worker, cpus_per_worker):
+        import ray
+
+        from maskray.pipeline.execution.worker import TEST_PID_DIR_ENV, ShardWorker
+
+        options = dict(num_gpus=gpus_per_worker, num_cpus=cpus_per_worker, max_restarts=0)
+        if os.environ.get(TEST_PID_DIR_ENV):  # test-only fault injection, see pipeline/worker.py
+            options["runtime_env"] = {"env_vars": {TEST_PID_DIR_ENV: os.environ[TEST_PID_DIR_ENV]}}
+        self._cls = ray.remote(ShardWorker).options(**options)
+        self._args = (predictor_config(spec), spec.output, job_id, spec.batch_size, bool(spec.cpu))
+        self._idle = [self._new() for _ in range(size)]
+        self._all = list(self._idle)
+
+    def _new(self):
+        return self._cls.remote(*self._args)
+
+    def has_idle(self) -> bool:
+        return bool(self._idle)
+
+    def take(self):
+        return self._idle.pop(0)
+
+    def give_back(self, actor) -> None:
+        self._idle.append(actor)
+
+    def replace(self, dead) -> None:
+        import ray
+
+        ray.kill(dead, no_restart=True)
+        fresh = self._new()
+        self._all = [a for a in self._all if a is not dead] + [fresh]
+        self._idle.append(fresh)
+
+    def describe(self) -> list[dict]:
+        """Each actor's placement (waits until every replica has loaded its model).
+
+        A usage mistake raised while loading (e.g. weights that cannot be found) is raised
+        here as itself, so the user gets its one line and exit code 2.
+        """
+        import ray
+
+        try:
+            return ray.get([actor.describe.remote() for actor in self._all])
+        except ray.exceptions.RayError as error:
+            cause = _original_error(error)
+            if isinstance(cause, MaskrayError):
+                raise cause from None
+            raise MaskrayError(f"workers failed to start: {error_line(cause or error)}") from error
+
+    def shutdown(self) -> None:
+        import ray
+
+        for actor in self._all:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:  # already gone
+                pass
+
+
+def placement_text(placement: dict) -> str:
+    gpus = ",".join(placement["gpu_ids"]) or "-"
+    return f"{placement['host']} pid {placement['pid']} {placement['device']} (GPU {gpus})"
+
+
+def _original_error(error: BaseException) -> Optional[BaseException]:
+    """The exception raised inside an actor, when Ray kept it."""
+    for name in ("cause", "base_exception"):
+        cause = getattr(error, name, None)
+        if isinstance(cause, BaseException) and cause is not error:
+            return _original_error(cause) or cause
+    return None
+
+
+def is_ray_error(error: BaseException) -> bool:
+    import ray
+
+    return isinstance(error, ray.exceptions.RayError)
+
+
+def error_line(error: BaseException) -> str:
+    """One line about `error`; for Ray's errors, the original exception's own line (the last
+    of the remote traceback Ray quotes)."""
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if is_ray_error(error) and len(lines) > 1:
+        return lines[-1][:300]
+    return lines[0][:300]

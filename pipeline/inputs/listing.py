@@ -1,0 +1,121 @@
+"""What to process: the media files under the user's sources, in one stable order.
+
+A source is a file, or a directory / object prefix walked recursively. Images and videos
+are recognised by extension, or by their first bytes when the extension says nothing.
+Hidden files (a dot-name anywhere below the source) and maskray's own output folders
+(those holding `_job.json`) are skipped. A file with a media extension but broken content
+is still listed: the worker records it as an error row, so the user sees it.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+from maskray.models.errors import UsageError, first_line
+from maskray.pipeline import storage
+from maskray.pipeline.output.layout import JOB_FILE
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+# MPEG-TS (.ts, .mts, .m2ts) beside the usual ones: what IP cameras and HLS recorders write.
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".ts", ".mts", ".m2ts"})
+# Outputs and data files that are certainly not media: not worth a read to sniff.
+_NEVER_MEDIA = frozenset({".parquet", ".json", ".txt", ".md", ".csv", ".py", ".yaml", ".yml", ".log"})
+_SNIFF_BYTES = 189  # enough for MPEG-TS: a sync byte at 0 and at 188
+
+
+@dataclass(frozen=True)
+class MediaFile:
+    uri: str
+    kind: str  # "image" | "video" | "unknown"
+    size: int
+
+
+def list_media(sources: list[str]) -> list[MediaFile]:
+    """Every media file under `sources`, sorted by URI, each once.
+
+    A file named explicitly is always listed (kind "unknown" if it is neither image nor
+    video, so it becomes an error row); inside directories only media files are kept.
+    Raises UsageError for a missing source or when nothing at all is found.
+    """
+    if not sources:
+        raise UsageError("no source given: name at least one file, directory or s3:// prefix")
+    found: dict[str, MediaFile] = {}
+    for source in sources:
+        try:
+            files = storage.list_files(source)
+        except FileNotFoundError:
+            raise UsageError(f"source not found: {source}") from None
+        except OSError as error:
+            raise UsageError(f"cannot list source {source}: {first_line(error)}") from None
+        named_file = len(files) == 1 and _same_file(files[0][0], source)
+        if named_file:
+            uri, size = files[0]
+            found.setdefault(uri, MediaFile(uri, _kind(uri, size) or "unknown", size))
+            continue
+        root = storage.resolve(source)[1].rstrip("/")
+        output_folders = _output_folders(files)
+        for uri, size in files:
+            relative = _relative(storage.resolve(uri)[1], root)
+            if _hidden(relative) or _inside(uri, output_folders):
+                continue
+            kind = _kind(uri, size)
+            if kind is not None:
+                found.setdefault(uri, MediaFile(uri, kind, size))
+    if not found:
+        raise UsageError(f"no images or videos found in: {', '.join(sources)}")
+    return [found[uri] for uri in sorted(found)]
+
+
+def kind_from_bytes(head: bytes) -> str | None:
+    """"image" / "video" from a file's first bytes (magic numbers), None if not recognised."""
+    if head.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")):
+        return "image"
+    if head.startswith((b"II*\x00", b"MM\x00*")):
+        return "image"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "video"
+    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free"):
+        return "video"  # ISO BMFF / QuickTime: mp4, mov, m4v
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "video"  # EBML: mkv, webm
+    if len(head) > 188 and head[0] == 0x47 and head[188] == 0x47:
+        return "video"  # MPEG-TS: 188-byte packets, each starting with 0x47
+    return None
+
+
+def _kind(uri: str, size: int) -> str | None:
+    extension = posixpath.splitext(uri)[1].lower()
+    if extension in IMAGE_EXTENSIONS:
+        return "image"
+    if extension in VIDEO_EXTENSIONS:
+        return "video"
+    if extension in _NEVER_MEDIA or size < 16:
+        return None
+    try:
+        return kind_from_bytes(storage.read_head(uri, _SNIFF_BYTES))
+    except OSError:
+        return None
+
+
+def _output_folders(files: list[tuple[str, int]]) -> list[str]:
+    """Folders of maskray outputs (they hold `_job.json`): their parts are not inputs."""
+    return [uri[: -len(JOB_FILE)] for uri, _ in files if posixpath.basename(uri) == JOB_FILE]
+
+
+def _inside(uri: str, folders: list[str]) -> bool:
+    return any(uri.startswith(folder) for folder in folders)
+
+
+def _relative(path: str, root: str) -> str:
+    return path[len(root):].lstrip("/") if path.startswith(root) else posixpath.basename(path)
+
+
+def _hidden(relative: str) -> bool:
+    return any(part.startswith(".") for part in relative.split("/") if part)
+
+
+def _same_file(listed_uri: str, source: str) -> bool:
+    return storage.canonical(source).rstrip("/") == listed_uri.rstrip("/")

@@ -1,0 +1,46 @@
+"""The output folder's layout: every path name under OUT, in one place.
+
+    OUT/_job.json                  spec, job id, model, weights id, version (no secrets)
+    OUT/instances/<shard>.parquet  one row per detected instance
+    OUT/frames/<shard>.parquet     one row per processed frame
+    OUT/_commits/<shard>.json      written last: a shard counts as done only once this exists
+    OUT/_SUCCESS                   every shard committed
+    OUT/_driver.json               the driver's state and heartbeat (for `maskray status`)
+
+Writers and readers build paths through these functions only, so the layout can change in
+one file.
+"""
+
+from __future__ import annotations
+
+from maskray.pipeline import storage
+
+TABLE_NAMES = ("instances", "frames")
+COMMITS = "_commits"
+JOB_FILE = "_job.json"
+SUCCESS_FILE = "_SUCCESS"
+DRIVER_FILE = "_driver.json"
+
+
+def part_uri(output: str, table: str, shard_id: str) -> str:
+    return storage.join(output, table, f"{shard_id}.parquet")
+
+
+def commit_uri(output: str, shard_id: str) -> str:
+    return storage.join(output, COMMITS, f"{shard_id}.json")
+
+
+def commits_uri(output: str) -> str:
+    return storage.join(output, COMMITS)
+
+
+def job_uri(output: str) -> str:
+    return storage.join(output, JOB_FILE)
+
+
+def success_uri(output: str) -> str:
+    return storage.join(output, SUCCESS_FILE)
+
+
+def driver_uri(output: str) -> str:
+    return storage.join(output, DRIVER_FILE)

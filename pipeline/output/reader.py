@@ -1,0 +1,257 @@
+"""Reading a job's output: Arrow datasets over committed parts, SQL with DuckDB, masks.
+
+Only committed shards are read (a shard counts once `_commits/<shard>.json` exists), so a
+query during a running job never sees a half-written shard. Files are read through
+pyarrow's filesystems (`storage.resolve`), so a local folder and an `s3://` prefix behave
+the same; DuckDB scans the Arrow datasets it is handed and never opens files itself.
+
+    >>> out = open_output("out/")
+    >>> out.sql("SELECT category, count(*) AS n FROM instances GROUP BY 1 ORDER BY n DESC")
+    >>> masks = decode_masks(out.sql("SELECT * FROM instances WHERE frame = 0 LIMIT 5"))
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cached_property
+from typing import Iterable, Optional, Union
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from maskray.models import rle
+from maskray.models.errors import UsageError
+from maskray.pipeline.output import sink
+from maskray.pipeline import storage
+from maskray.pipeline.output.schema import FRAMES_SCHEMA, INSTANCES_SCHEMA
+
+TABLE_SCHEMAS = {"instances": INSTANCES_SCHEMA, "frames": FRAMES_SCHEMA}
+
+
+class Output:
+    """One job's output folder or prefix (local path, `file://`, `s3://`, `gs://`).
+
+    The list of committed shards is read once, when first needed, so every dataset and
+    query of one `Output` sees the same snapshot; call `refresh()` to see newer commits.
+    """
+
+    def __init__(self, uri: str):
+        self.uri = storage.canonical(uri)
+        self.filesystem, self.path = storage.resolve(self.uri)
+
+    @cached_property
+    def job(self) -> dict:
+        """The content of `_job.json` (spec, job id, model, weights id, version); {} if absent."""
+        return sink.read_job(self.uri) or {}
+
+    @cached_property
+    def commits(self) -> dict[str, dict]:
+        """`{shard id: commit record}` of every committed shard."""
+        return sink.read_commits(self.uri)
+
+    def committed_shards(self) -> list[str]:
+        """Ids of the committed shards, sorted."""
+        return sorted(self.commits)
+
+    def refresh(self) -> "Output":
+        """Forget the cached job file and commit list, so newer commits become visible."""
+        self.__dict__.pop("job", None)
+        self.__dict__.pop("commits", None)
+        return self
+
+    def part_paths(self, table: str) -> list[str]:
+        """Filesystem paths of the committed parts of `table` ('instances' or 'frames')."""
+        if table not in TABLE_SCHEMAS:
+            raise ValueError(f"unknown table {table!r}: use 'instances' or 'frames'")
+        paths = []
+        for shard_id in self.committed_shards():
+            # The commit record names its files; older records fall back to the fixed layout.
+            described = self.commits[shard_id].get("files", {}).get(table, {})
+            relative = described.get("path") or f"{table}/{shard_id}.parquet"
+            paths.append(self.path.rstrip("/") + "/" + relative)
+        return paths
+
+    def dataset(self, table: str) -> ds.Dataset:
+        """A pyarrow dataset over the committed parts of `table`; empty (same schema) if none."""
+        paths = self.part_paths(table)
+        if not paths:
+            return ds.dataset([], schema=TABLE_SCHEMAS[table], format="parquet", filesystem=self.filesystem)
+        # The first part's schema is the job's; parts of one job share it.
+        return ds.dataset(paths, format="parquet", filesystem=self.filesystem)
+
+    def instances(self) -> ds.Dataset:
+        """One row per detected instance (committed shards only)."""
+        return self.dataset("instances")
+
+    def frames(self) -> ds.Dataset:
+        """One row per processed frame, with its status (committed shards only)."""
+        return self.dataset("frames")
+
+    def sql(self, query: str, *, limit: Optional[int] = None) -> pa.Table:
+        """Run a DuckDB SQL query over the views `instances` and `frames`.
+
+        limit: return at most this many rows. Raises UsageError (one line) when DuckDB
+        rejects the query.
+        """
+        connection = duckdb.connect()
+        try:
+            for table in TABLE_SCHEMAS:
+                connection.register(table, self.dataset(table))
+            relation = connection.sql(query)
+            # Statements such as SET or CREATE give no relation: they run and return nothing.
+            if relation is None:
+                return pa.table({})
+            return (relation if limit is None else relation.limit(limit)).to_arrow_table()
+        except duckdb.Error as error:
+            raise UsageError(f"query failed: {_one_line(str(error))}") from None
+        finally:
+            connection.close()
+
+
+def open_output(uri: str) -> Output:
+    """Open a job's output for reading; UsageError if `uri` holds no maskray output."""
+    try:
+        output = Output(uri)
+        found = storage.exists(storage.join(output.uri, sink.JOB_FILE)) or storage.exists(
+            storage.join(output.uri, sink.COMMITS)
+        )
+        present = found or storage.exists(output.uri)
+    except (ValueError, OSError) as error:  # a bad scheme, an unreachable store, no access
+        raise UsageError(f"cannot read {uri}: {_one_line(str(error))}") from None
+    if not present:
+        raise UsageError(f"no output at {uri}")
+    if not found:
+        raise UsageError(f"{uri} is not a maskray output (no {sink.JOB_FILE} and no {sink.COMMITS}/)")
+    return output
+
+
+def write_file(uri: str, data: bytes) -> None:
+    """Write a result file (a path or object-store URI) whole; UsageError when it cannot be."""
+    try:
+        storage.write_bytes_atomic(uri, data)
+    except (ValueError, OSError) as error:
+        raise UsageError(f"cannot write {uri}: {_one_line(str(error))}") from None
+
+
+Rows = Union[pa.Table, pa.RecordBatch, Iterable[dict]]
+
+
+def decode_masks(rows: Rows) -> np.ndarray:
+    """Masks of instances as an (N, H, W) uint8 array of 0/1.
+
+    `rows`: a pyarrow Table or RecordBatch, or dicts, with `mask_rle`, `height` and `width`
+    (all rows from frames of one size, e.g. the instances of one frame or one video).
+    """
+    if isinstance(rows, (pa.Table, pa.RecordBatch)):
+        rows = rows.select(["mask_rle", "height", "width"]).to_pylist()
+    rows = list(rows)
+    if not rows:
+        return np.zeros((0, 0, 0), dtype=np.uint8)
+    sizes = {(int(r["height"]), int(r["width"])) for r in rows}
+    if len(sizes) > 1:
+        raise ValueError(f"decode_masks needs frames of one size, got {sorted(sizes)}; decode per frame")
+    height, width = sizes.pop()
+    masks = np.zeros((len(rows), height, width), dtype=np.uint8)
+    for index, row in enumerate(rows):
+        if row["mask_rle"] is None:
+            raise ValueError(f"row {index} has no mask (the model has no mask head)")
+        masks[index] = rle.decode(row["mask_rle"], height, width)
+    return masks
+
+
+# ---- formatting query results ---------------------------------------------------------------
+
+FORMATS = ("table", "csv", "json", "parquet")
+
+
+def format_table(table: pa.Table, max_width: int = 40) -> str:
+    """An aligned text table: numbers right-aligned, long values cut to `max_width`."""
+    names = table.column_names
+    columns = [[_cell(value, max_width) for value in column.to_pylist()] for column in table.columns]
+    numeric = [pa.types.is_integer(f.type) or pa.types.is_floating(f.type) for f in table.schema]
+    widths = [max([len(n)] + [len(v) for v in values]) for n, values in zip(names, columns)]
+
+    def line(cells):
+        parts = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)]
+        return "  ".join(parts).rstrip()
+
+    lines = [line(names), line(["-" * w for w in widths])]
+    lines += [line(row) for row in zip(*columns)]
+    lines.append(f"({table.num_rows} row{'s' if table.num_rows != 1 else ''})")
+    return "\n".join(lines) + "\n"
+
+
+def serialize(table: pa.Table, fmt: str) -> bytes:
+    """The bytes of `table` in one of FORMATS."""
+    if fmt == "table":
+        return format_table(table).encode()
+    if fmt == "csv":
+        import pyarrow.csv as pacsv
+
+        sink_buffer = pa.BufferOutputStream()
+        pacsv.write_csv(_csv_safe(table), sink_buffer)
+        return sink_buffer.getvalue().to_pybytes()
+    if fmt == "json":
+        rows = _shortest_floats(table).to_pylist()
+        return (json.dumps(rows, default=_json_default) + "\n").encode()
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        sink_buffer = pa.BufferOutputStream()
+        pq.write_table(table, sink_buffer, compression="zstd")
+        return sink_buffer.getvalue().to_pybytes()
+    raise UsageError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
+
+
+def _cell(value, max_width: int) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        text = f"{value:.6g}"
+    elif isinstance(value, list):
+        text = "[" + ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in value) + "]"
+    else:
+        text = str(value)
+    text = text.replace("\n", " ")
+    if len(text) <= max_width:
+        return text
+    # Keep both ends: a path's file name is at its end, a number's sign at its start.
+    head = (max_width - 1) // 3
+    return text[:head] + "…" + text[len(text) - (max_width - 1 - head):]
+
+
+def _csv_safe(table: pa.Table) -> pa.Table:
+    """CSV cannot hold lists or structs: such columns become JSON text."""
+    columns = []
+    for column in table.columns:
+        if pa.types.is_nested(column.type):
+            column = pa.array([None if v is None else json.dumps(v) for v in column.to_pylist()], pa.string())
+        columns.append(column)
+    return pa.table(columns, names=table.column_names)
+
+
+def _shortest_floats(table: pa.Table) -> pa.Table:
+    """float32 values as the float64 of their shortest text (0.98, not 0.9800000190734863)."""
+    columns = []
+    for column in table.columns:
+        if column.type == pa.float32():
+            column = column.cast(pa.string()).cast(pa.float64())
+        elif pa.types.is_list(column.type) and column.type.value_type == pa.float32():
+            column = column.cast(pa.list_(pa.string())).cast(pa.list_(pa.float64()))
+        columns.append(column)
+    return pa.table(columns, names=table.column_names)
+
+
+def _json_default(value):
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+def _one_line(message: str) -> str:
+    # DuckDB adds a caret diagram below the message; the first lines are the useful part.
+    message = message.split("\n\nLINE ")[0]
+    return re.sub(r"\s+", " ", message).strip()
