@@ -6,14 +6,24 @@ configured from the usual AWS environment variables: `AWS_ENDPOINT_URL_S3` /
 `AWS_ENDPOINT_URL` (an `http://` endpoint is allowed), `AWS_REGION` / `AWS_DEFAULT_REGION`,
 `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`. Credentials are handed to
 pyarrow and never logged or stored.
+
+Transient failures (a dropped connection, a timeout, a throttled or unavailable store) are
+retried with exponential backoff (`retrying`); an error that says something about the file
+itself (not found, no permission) is raised at once. Local directories are walked here, not
+by pyarrow, so that a symlinked folder is followed once and a symlink back to a folder above
+(`ln -s .. up`) is not followed at all, and so a file name that is not UTF-8 is listed (as
+Python's surrogate-escaped str) instead of aborting the listing.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import random
 import tempfile
 import threading
+import time
 from urllib.parse import unquote, urlparse
 
 import pyarrow.fs as pafs
@@ -23,6 +33,16 @@ from maskray.models.errors import UsageError
 _REMOTE_SCHEMES = ("s3", "gs", "gcs")
 _cache: dict[tuple, pafs.FileSystem] = {}
 _cache_lock = threading.Lock()
+
+RETRY_ATTEMPTS = 5  # tries in all, for an error `is_transient` accepts
+RETRY_BASE_DELAY_S = 0.2  # then 0.4, 0.8, 1.6 s (each with jitter): about 3 s before giving up
+_TRANSIENT_ERRNOS = frozenset({errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED, errno.ETIMEDOUT,
+                               errno.EAGAIN, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN,
+                               errno.EPIPE, errno.EIO, errno.ESTALE})
+# How pyarrow's S3/GCS clients and curl word the failures that pass (AWS SDK error names).
+_TRANSIENT_WORDS = ("NETWORK_CONNECTION", "curlCode", "SLOW_DOWN", "SERVICE_UNAVAILABLE", "INTERNAL_FAILURE",
+                    "REQUEST_TIMEOUT", "THROTTLING", "Connection reset", "Connection refused", "timed out",
+                    "Timeout", "Broken pipe", "Temporary failure", "Couldn't connect")
 
 
 def is_local(uri: str) -> bool:
@@ -64,36 +84,82 @@ def join(uri: str, *parts: str) -> str:
     return result
 
 
+def is_transient(error: BaseException) -> bool:
+    """True for a failure that may pass if tried again (network, timeouts, a busy store)."""
+    flagged = getattr(error, "transient", None)
+    if isinstance(flagged, bool):
+        return flagged
+    if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+                          FileExistsError)):
+        return False
+    if isinstance(error, (ConnectionError, TimeoutError)):
+        return True
+    if isinstance(error, OSError):
+        if error.errno in _TRANSIENT_ERRNOS:
+            return True
+        text = str(error)
+        return any(word in text for word in _TRANSIENT_WORDS)
+    return False
+
+
+def retrying(action, *args, **kwargs):
+    """`action(*args, **kwargs)`, tried again with backoff while it fails transiently."""
+    for attempt in range(1, RETRY_ATTEMPTS + 1):
+        try:
+            return action(*args, **kwargs)
+        except Exception as error:
+            if attempt == RETRY_ATTEMPTS or not is_transient(error):
+                raise
+            # Jitter, so workers that lost the store together do not return together.
+            time.sleep(RETRY_BASE_DELAY_S * 2 ** (attempt - 1) * random.uniform(0.75, 1.25))
+    raise AssertionError("unreachable")
+
+
 def exists(uri: str) -> bool:
     filesystem, path = resolve(uri)
-    return filesystem.get_file_info(path).type != pafs.FileType.NotFound
+    return retrying(lambda: filesystem.get_file_info(path).type != pafs.FileType.NotFound)
 
 
 def read_bytes(uri: str) -> bytes:
     filesystem, path = resolve(uri)
-    with filesystem.open_input_file(path) as stream:
-        return stream.read()
+
+    def read() -> bytes:
+        with filesystem.open_input_file(path) as stream:
+            return stream.read()
+
+    return retrying(read)
 
 
 def read_head(uri: str, size: int) -> bytes:
     """The first `size` bytes (for recognising a file's type by its content)."""
     filesystem, path = resolve(uri)
-    with filesystem.open_input_file(path) as stream:
-        return stream.read(size)
+
+    def read() -> bytes:
+        with filesystem.open_input_file(path) as stream:
+            return stream.read(size)
+
+    return retrying(read)
 
 
 def open_input(uri: str):
-    """A seekable, readable binary file object (read/seek/tell), e.g. for PyAV; close it."""
+    """A seekable, readable binary file object (read/seek/tell), e.g. for PyAV; close it.
+
+    Opening is retried; reads from the stream are not (callers retry the whole read).
+    """
     filesystem, path = resolve(uri)
-    return filesystem.open_input_file(path)
+    return retrying(filesystem.open_input_file, path)
 
 
 def write_bytes_atomic(uri: str, data: bytes) -> None:
     """Write `data` so readers see the old object or the whole new one, never a part.
 
     Local: a temp file in the same folder, then `os.replace`. Object stores: one PUT
-    (an object appears only when its upload completes).
+    (an object appears only when its upload completes). Both are retried whole.
     """
+    retrying(_write_once, uri, data)
+
+
+def _write_once(uri: str, data: bytes) -> None:
     if is_local(uri):
         path = canonical(uri)
         folder = os.path.dirname(path)
@@ -121,8 +187,14 @@ def list_files(uri: str) -> list[tuple[str, int]]:
 
     A file gives itself; a directory or prefix is walked recursively. URIs keep the
     caller's store spelling (local ones become absolute paths). FileNotFoundError if
-    nothing is there.
+    nothing is there. Local directories: see the module's note on symlinks and names.
     """
+    if is_local(uri):
+        return retrying(_list_local, canonical(uri))
+    return retrying(_list_store, uri)
+
+
+def _list_store(uri: str) -> list[tuple[str, int]]:
     filesystem, path = resolve(uri)
     info = filesystem.get_file_info(path)
     if info.type == pafs.FileType.File:
@@ -136,6 +208,44 @@ def list_files(uri: str) -> list[tuple[str, int]]:
         if item.type == pafs.FileType.File
     ]
     return sorted(found)
+
+
+def _list_local(root: str) -> list[tuple[str, int]]:
+    if os.path.isfile(root):
+        return [(root, os.path.getsize(root))]
+    if not os.path.isdir(root):
+        raise FileNotFoundError(root)
+    found: list[tuple[str, int]] = []
+    seen_folders = {_identity(root)}
+    pending = [(root, os.path.realpath(root))]
+    while pending:
+        folder, real_folder = pending.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                try:
+                    if entry.is_dir():  # follows symlinks
+                        real = os.path.realpath(entry.path)
+                        identity = _identity(entry.path)
+                        # A link to this folder or one above it is a loop; a folder reached
+                        # twice (two links to one place) is walked once.
+                        if identity in seen_folders or _contains(real, real_folder):
+                            continue
+                        seen_folders.add(identity)
+                        pending.append((entry.path, real))
+                    elif entry.is_file():
+                        found.append((entry.path, entry.stat().st_size))
+                except FileNotFoundError:
+                    continue  # a dangling symlink, or a file deleted while we looked
+    return sorted(found)
+
+
+def _identity(path: str) -> tuple[int, int]:
+    status = os.stat(path)
+    return status.st_dev, status.st_ino
+
+
+def _contains(folder: str, path: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _to_uri(original: str, path: str) -> str:

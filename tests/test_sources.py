@@ -45,7 +45,8 @@ def messy_folder(tmp_path, data_dir):
 
 
 def test_lists_odd_names_sniffs_content_and_skips_hidden_and_outputs(messy_folder):
-    media = list_media([str(messy_folder)])
+    # The job's own output is skipped; a `_job.json` elsewhere hides nothing (test_adversarial_inputs).
+    media = list_media([str(messy_folder)], output=str(messy_folder / "previous-run"))
     found = {os.path.relpath(m.uri, messy_folder): m.kind for m in media}
     assert found == {
         "broken.jpg": "image",
@@ -59,7 +60,7 @@ def test_lists_odd_names_sniffs_content_and_skips_hidden_and_outputs(messy_folde
 
 def test_sources_are_deduplicated_and_relative_paths_work(messy_folder, monkeypatch):
     monkeypatch.chdir(messy_folder)
-    media = list_media(["vidéos test", f"file://{messy_folder}/vidéos test/ünï code.png", "."])
+    media = list_media(["vidéos test", f"file://{messy_folder}/vidéos test/ünï code.png", "."], output="previous-run")
     uris = [m.uri for m in media]
     assert len(uris) == len(set(uris)) == 4
     assert uris == sorted(uris) and all(os.path.isabs(u) for u in uris)

@@ -44,7 +44,7 @@ def run(spec, *, overwrite: bool = False, connect: Optional[Callable[[], None]] 
     touched, so usage mistakes fail fast. `connect()` is called once Ray is needed (never,
     when a re-run finds every shard committed); without it, Ray must already be initialised.
     """
-    media = list_media(spec.sources)  # UsageError for a missing or empty source
+    media = list_media(spec.sources, output=spec.output)  # UsageError for a missing or empty source
     if preflight:
         preflight()
     manifest = _prepare_output(spec, overwrite, maskray_version)

@@ -2,19 +2,22 @@
 
 A source is a file, or a directory / object prefix walked recursively. Images and videos
 are recognised by extension, or by their first bytes when the extension says nothing.
-Hidden files (a dot-name anywhere below the source) and maskray's own output folders
-(those holding `_job.json`) are skipped. A file with a media extension but broken content
-is still listed: the worker records it as an error row, so the user sees it.
+Hidden files (a dot-name anywhere below the source) and the job's own output folder (when
+it lies inside a source) are skipped; another folder holding a `_job.json` is listed like any
+other, so a stray marker never hides media. A file with a media extension but broken
+content is still listed: the worker records it as an error row, so the user sees it. A file
+whose name is not UTF-8 cannot be named in the output: it is listed with its name's bytes
+escaped (`\\xff`) and a `problem`, which becomes its error row.
 """
 
 from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass
+from typing import Optional
 
 from maskray.models.errors import UsageError, first_line
 from maskray.pipeline import storage
-from maskray.pipeline.output.layout import JOB_FILE
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 # MPEG-TS (.ts, .mts, .m2ts) beside the usual ones: what IP cameras and HLS recorders write.
@@ -22,6 +25,7 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", "
 # Outputs and data files that are certainly not media: not worth a read to sniff.
 _NEVER_MEDIA = frozenset({".parquet", ".json", ".txt", ".md", ".csv", ".py", ".yaml", ".yml", ".log"})
 _SNIFF_BYTES = 189  # enough for MPEG-TS: a sync byte at 0 and at 188
+_NOT_UTF8 = "file name is not valid UTF-8: rename the file to process it"
 
 
 @dataclass(frozen=True)
@@ -29,18 +33,21 @@ class MediaFile:
     uri: str
     kind: str  # "image" | "video" | "unknown"
     size: int
+    problem: Optional[str] = None  # why it cannot be read at all (planned as an error row)
 
 
-def list_media(sources: list[str]) -> list[MediaFile]:
+def list_media(sources: list[str], output: Optional[str] = None) -> list[MediaFile]:
     """Every media file under `sources`, sorted by URI, each once.
 
     A file named explicitly is always listed (kind "unknown" if it is neither image nor
     video, so it becomes an error row); inside directories only media files are kept.
+    Files under `output` (the job's own output, when it lies inside a source) are skipped.
     Raises UsageError for a missing source or when nothing at all is found.
     """
     if not sources:
         raise UsageError("no source given: name at least one file, directory or s3:// prefix")
     found: dict[str, MediaFile] = {}
+    output_root = _folder_uri(output) if output else None
     for source in sources:
         try:
             files = storage.list_files(source)
@@ -51,13 +58,20 @@ def list_media(sources: list[str]) -> list[MediaFile]:
         named_file = len(files) == 1 and _same_file(files[0][0], source)
         if named_file:
             uri, size = files[0]
-            found.setdefault(uri, MediaFile(uri, _kind(uri, size) or "unknown", size))
+            if not _printable(uri):
+                shown = _escaped(uri)
+                found.setdefault(shown, MediaFile(shown, "unknown", size, problem=_NOT_UTF8))
+            else:
+                found.setdefault(uri, MediaFile(uri, _kind(uri, size) or "unknown", size))
             continue
         root = storage.resolve(source)[1].rstrip("/")
-        output_folders = _output_folders(files)
         for uri, size in files:
             relative = _relative(storage.resolve(uri)[1], root)
-            if _hidden(relative) or _inside(uri, output_folders):
+            if _hidden(relative) or _inside(uri, output_root):
+                continue
+            if not _printable(uri):
+                shown = _escaped(uri)
+                found.setdefault(shown, MediaFile(shown, "unknown", size, problem=_NOT_UTF8))
                 continue
             kind = _kind(uri, size)
             if kind is not None:
@@ -100,13 +114,27 @@ def _kind(uri: str, size: int) -> str | None:
         return None
 
 
-def _output_folders(files: list[tuple[str, int]]) -> list[str]:
-    """Folders of maskray outputs (they hold `_job.json`): their parts are not inputs."""
-    return [uri[: -len(JOB_FILE)] for uri, _ in files if posixpath.basename(uri) == JOB_FILE]
+def _folder_uri(uri: str) -> str:
+    """`uri` spelled as listed files are (canonical), ending in one `/`."""
+    return storage.canonical(uri).rstrip("/") + "/"
 
 
-def _inside(uri: str, folders: list[str]) -> bool:
-    return any(uri.startswith(folder) for folder in folders)
+def _inside(uri: str, folder: Optional[str]) -> bool:
+    return folder is not None and uri.startswith(folder)
+
+
+def _printable(uri: str) -> bool:
+    """False for a name holding bytes that are not UTF-8 (surrogate escapes from the OS)."""
+    try:
+        uri.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _escaped(uri: str) -> str:
+    """The name with each undecodable byte written as `\\xNN`: valid text, still recognisable."""
+    return uri.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _relative(path: str, root: str) -> str:
