@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from maskray.pipeline.output import sink
+from maskray.pipeline.inputs.geometry import restore
 from maskray.pipeline.inputs.shard_frames import iter_shard_frames
 from maskray.pipeline.output.schema import FrameError, FrameRef, error_batches, predictions_to_batches
 
@@ -91,12 +92,14 @@ class ShardWorker:
 
         pending_refs: list[FrameRef] = []
         pending_rgb: list[np.ndarray] = []
+        pending_geometry: list = []  # how each array maps back to its frame's own pixels
 
         def flush() -> None:
             if not pending_refs:
                 return
             began = time.time()
             predictions = self.predictor.predict(pending_rgb)
+            predictions = [restore(p, g) for p, g in zip(predictions, pending_geometry)]
             timings["infer_s"] += time.time() - began
             instances, frames = predictions_to_batches(pending_refs, predictions, shard.id)
             writer.add(instances, frames)
@@ -104,6 +107,7 @@ class ShardWorker:
             counts["instances"] += instances.num_rows
             pending_refs.clear()
             pending_rgb.clear()
+            pending_geometry.clear()
 
         for item in _decode_ahead(shard, self.batch_size, timings):
             if isinstance(item, FrameError):
@@ -111,9 +115,10 @@ class ShardWorker:
                 counts["frames"] += 1
                 counts["errors"] += 1
                 continue
-            ref, rgb = item
+            ref, rgb, geometry = item
             pending_refs.append(ref)
             pending_rgb.append(rgb)
+            pending_geometry.append(geometry)
             if len(pending_refs) >= self.batch_size:
                 flush()
         flush()

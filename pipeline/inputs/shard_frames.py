@@ -1,8 +1,11 @@
-"""A shard's frames, in order: `(FrameRef, rgb)` for each decoded frame, `FrameError` otherwise.
+"""A shard's frames, in order: `(FrameRef, rgb, FrameGeometry)` per decoded frame, `FrameError` otherwise.
 
 This is where "no input ever kills the job" is kept: every failure to read one input becomes
-a `FrameError` (a `frames` row with status 'error'), and frames decoded before a video
-breaks are kept. Each sampled frame gets exactly one row: decoded, or an error.
+a `FrameError` (a `frames` row with status 'error'; `transient` when the store failed rather
+than the file), and frames decoded before a video breaks are kept. Each sampled frame gets
+exactly one row: decoded, or an error. Every decoded frame passes the size guards
+(`geometry.fit`): `rgb` is what the model sees, the FrameRef keeps the frame's own size,
+and `geometry.restore` maps the model's results back to it.
 """
 
 from __future__ import annotations
@@ -12,31 +15,49 @@ from typing import Iterator, Union
 import numpy as np
 
 from maskray.pipeline import storage
-from maskray.pipeline.inputs.images import decode_image
-from maskray.pipeline.output.schema import FrameError, FrameRef
+from maskray.pipeline.inputs.errors import TRANSIENT_PREFIX, error_text
+from maskray.pipeline.inputs.geometry import FrameGeometry, fit
+from maskray.pipeline.inputs.images import decode_frames
 from maskray.pipeline.inputs.video import decode_segment
+from maskray.pipeline.output.schema import FrameError, FrameRef
 
-Item = Union[tuple[FrameRef, np.ndarray], FrameError]
+Item = Union[tuple[FrameRef, np.ndarray, FrameGeometry], FrameError]
 
 
 def iter_shard_frames(shard) -> Iterator[Item]:
-    """Decode `shard` (a `pipeline.shards.Shard`) lazily, one frame at a time."""
+    """Decode `shard` (a `pipeline.inputs.shards.Shard`) lazily, one frame at a time."""
     if shard.planning_error:
+        transient = shard.planning_error.startswith(TRANSIENT_PREFIX)
         for uri in shard.uris:
-            yield FrameError(uri, 0, None, shard.planning_error)
+            yield FrameError(uri, 0, None, shard.planning_error, transient=transient)
     elif shard.kind == "images":
         for uri in shard.uris:
-            yield _decode_image(uri)
+            yield from _decode_image(uri, (0,))
+    elif shard.kind == "pages":
+        yield from _decode_image(shard.uris[0], shard.frames)
     else:
         yield from _decode_video(shard)
 
 
-def _decode_image(uri: str) -> Item:
+def _decode_image(uri: str, wanted) -> Iterator[Item]:
+    """Frames `wanted` of one image file (frame 0 only, for most images)."""
+    wanted, done = sorted(wanted), set()
     try:
-        rgb = decode_image(storage.read_bytes(uri))
+        data = storage.read_bytes(uri)
+        for number, frame in enumerate(decode_frames(data, first_only=wanted == [0])):
+            if number > wanted[-1]:
+                break
+            if number in wanted:
+                done.add(number)
+                rgb, geometry = fit(frame.rgb, frame.width, frame.height)
+                yield FrameRef(uri, number, frame.time, frame.width, frame.height), rgb, geometry
     except Exception as error:  # one unreadable input is an error row, never a failed job
-        return FrameError(uri, 0, None, _message(error))
-    return FrameRef(uri, 0, None, int(rgb.shape[1]), int(rgb.shape[0])), rgb
+        yield from _errors(uri, [f for f in wanted if f not in done], lambda f: None, error)
+        return
+    if len(done) < len(wanted):
+        missing = [f for f in wanted if f not in done]
+        for frame in missing:
+            yield FrameError(uri, frame, None, f"image has {len(done)} frames, not {wanted[-1] + 1}")
 
 
 def _decode_video(shard) -> Iterator[Item]:
@@ -47,17 +68,22 @@ def _decode_video(shard) -> Iterator[Item]:
     try:
         for decoded in decode_segment(uri, index, shard.start_frame, shard.end_frame, wanted):
             done.add(decoded.frame)
-            height, width = decoded.rgb.shape[:2]
-            yield FrameRef(uri, decoded.frame, decoded.time, int(width), int(height)), decoded.rgb
+            rgb, geometry = fit(decoded.rgb, decoded.width, decoded.height)
+            yield FrameRef(uri, decoded.frame, decoded.time, decoded.width, decoded.height), rgb, geometry
     except Exception as error:  # the video broke: keep what was decoded, record the rest
-        message = _message(error)
         missing = [frame for frame in wanted if frame not in done]
-        for frame in missing:
-            yield FrameError(uri, frame, index.time(frame), message)
+        yield from _errors(uri, missing, index.time, error)
         if not missing:
             # Every sampled frame was read, but the file breaks after them (truncated):
             # one row at the first unreadable frame number tells the user.
-            yield FrameError(uri, index.end_frame, None, message)
+            yield from _errors(uri, [index.end_frame], lambda f: None, error)
+
+
+def _errors(uri: str, frames: list[int], time_of, error: BaseException) -> Iterator[FrameError]:
+    transient = storage.is_transient(error)
+    message = error_text(_message(error), transient)
+    for frame in frames:
+        yield FrameError(uri, frame, time_of(frame), message, transient=transient)
 
 
 def _message(error: BaseException) -> str:

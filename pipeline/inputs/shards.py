@@ -1,23 +1,31 @@
 """Shards: the unit of scheduling, retry and commit (a group of images, or a video segment).
 
-Planning never fails on a bad input: a file that is empty, unrecognised, or a video whose
-index cannot be built becomes a shard of its own with `planning_error` set; the worker
-writes one error row (frame 0) for each of its URIs instead of decoding.
+Planning never fails on a bad input: a file that is empty, unrecognised, unnamed (not
+UTF-8), or a video whose index cannot be built (also after retries of a store that did not
+answer: the message then starts "transient: ") becomes a shard of its own with
+`planning_error` set; the worker writes one error row (frame 0) for each of its URIs.
+
+An image file holding several frames (animated GIF, multi-page TIFF: counted here, by
+extension, reading headers) is a shard of its own, kind "pages", frames 0..n-1.
 
 Shard ids are stable and filesystem-safe, so a re-run of the same job finds the shards it
 already committed: `img-<sha1 of the group's URIs, 10 hex>-<group number>` and
 `vid-<sha1 of the URI, 10 hex>-f<start frame>-<end frame>` (frame numbers in the id, so a
-different cut of the same video never reuses an id).
+different cut of the same video never reuses an id), `img-<sha1 of the URI>-pages`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
-from maskray.pipeline.inputs.errors import DecodeError
+from maskray.models.errors import first_line
+from maskray.pipeline import storage
+from maskray.pipeline.inputs.errors import DecodeError, error_text
+from maskray.pipeline.inputs.images import count_frames
 from maskray.pipeline.inputs.sampling import Sampling, plan_segments, sampled_frames
 from maskray.pipeline.inputs.listing import MediaFile
 from maskray.pipeline.inputs.video import VideoIndex, build_index
@@ -25,6 +33,7 @@ from maskray.pipeline.inputs.video import VideoIndex, build_index
 SHARDS_PER_WORKER = 4  # enough pieces that a slow shard does not leave other workers idle
 MIN_SEGMENT_SECONDS = 2.0
 INDEX_THREADS = 8  # below this, per-shard overhead (seek, parquet parts) dominates
+PAGED_EXTENSIONS = frozenset({".gif", ".tif", ".tiff"})  # formats often holding several frames
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,7 @@ class Shard:
     """One unit of work.
 
     kind "images": `uris` are images, one frame each (frame 0, time None); `frames` is empty.
+    kind "pages": `uris` is one image file of several frames; `frames` are 0..n-1.
     kind "video": `uris` is one video; frames `[start_frame, end_frame)` form its segment,
     `frames` are the sampled frame numbers to process, `index` the window of the video
     index the segment needs (`video_index()`). `expected_frames` is the number of `frames`
@@ -84,12 +94,16 @@ def plan_shards(media: list[MediaFile], sampling: Sampling, segment_seconds: Opt
         else:
             video_files.append(item)
     videos: list[tuple[str, VideoIndex]] = []
-    for item, index_or_error in zip(video_files, _build_indexes(video_files)):
+    for item, index_or_error in zip(video_files, _in_threads(_index_or_error, video_files)):
         if isinstance(index_or_error, VideoIndex):
             videos.append((item.uri, index_or_error))
         else:
             error_shards.append(_error_shard(item, index_or_error))
-    shards = _image_shards(images, max(1, images_per_shard)) + error_shards
+    paged = [uri for uri in images if posixpath.splitext(uri)[1].lower() in PAGED_EXTENSIONS]
+    pages = {uri: count for uri, count in zip(paged, _in_threads(_page_count, paged)) if count > 1}
+    single = [uri for uri in images if uri not in pages]
+    shards = _image_shards(single, max(1, images_per_shard)) + error_shards
+    shards.extend(_pages_shard(uri, count) for uri, count in pages.items())
     if segment_seconds is None:
         segment_seconds = _default_segment_seconds([index for _, index in videos], workers)
     for uri, index in videos:
@@ -97,22 +111,42 @@ def plan_shards(media: list[MediaFile], sampling: Sampling, segment_seconds: Opt
     return shards
 
 
-def _build_indexes(videos: list[MediaFile]) -> list:
-    """Each video's index, or the message saying why it has none (threads: mostly IO waits)."""
+def _in_threads(function, items: list) -> list:
+    """`[function(item) ...]` on a few threads: planning reads are mostly IO waits."""
+    if len(items) <= 1:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(INDEX_THREADS, len(items))) as pool:
+        return list(pool.map(function, items))
 
-    def index_or_error(item: MediaFile):
-        try:
-            return build_index(item.uri)
-        except DecodeError as error:
-            return str(error)
 
-    if len(videos) <= 1:
-        return [index_or_error(item) for item in videos]
-    with ThreadPoolExecutor(max_workers=min(INDEX_THREADS, len(videos))) as pool:
-        return list(pool.map(index_or_error, videos))
+def _index_or_error(item: MediaFile):
+    """The video's index, or the message saying why it has none (transient failures retried)."""
+    try:
+        return storage.retrying(build_index, item.uri)
+    except DecodeError as error:
+        return error_text(str(error), error.transient)
+    except OSError as error:  # the store failed mid-read (PyAV re-raises the stream's error)
+        return error_text(f"cannot read video: {first_line(error)}", storage.is_transient(error))
+
+
+def _page_count(uri: str) -> int:
+    """Frames in an image file; 1 when it cannot be read here (the worker then reads it and
+    records what is wrong)."""
+    try:
+        with storage.open_input(uri) as stream:
+            return count_frames(stream)
+    except Exception:  # noqa: BLE001 - a broken file is the worker's to report, as an error row
+        return 1
+
+
+def _pages_shard(uri: str, count: int) -> Shard:
+    return Shard(id=f"img-{_digest(uri)}-pages", kind="pages", uris=(uri,), start_frame=0, end_frame=count,
+                 frames=tuple(range(count)), expected_frames=count)
 
 
 def _cheap_problem(item: MediaFile) -> Optional[str]:
+    if item.problem:
+        return item.problem
     if item.size == 0:
         return "empty file (0 bytes)"
     if item.kind == "unknown":

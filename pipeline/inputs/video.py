@@ -22,7 +22,9 @@ import numpy as np
 
 from maskray.pipeline import storage
 from maskray.pipeline.inputs.errors import DecodeError
+from maskray.pipeline.inputs.images import MAX_DECODE_PIXELS
 from maskray.pipeline.inputs.sampling import Sampling, plan_segments, sampled_frames  # noqa: F401 (re-exported)
+from maskray.pipeline.inputs.video_pixels import upright_rgb
 
 # PyAV reads Python file objects in chunks of this size; large chunks mean few object-store GETs.
 _REMOTE_BUFFER_BYTES = 4 * 1024 * 1024
@@ -102,9 +104,13 @@ class VideoIndex:
 
 @dataclass(frozen=True)
 class DecodedFrame:
+    """A frame as displayed (rotation applied): `rgb` maybe reduced, `width`/`height` full size."""
+
     frame: int
     time: float
-    rgb: np.ndarray  # (H, W, 3) uint8
+    rgb: np.ndarray  # (h, w, 3) uint8
+    width: int = 0
+    height: int = 0
 
 
 def build_index(source: Source) -> VideoIndex:
@@ -155,12 +161,13 @@ def build_index(source: Source) -> VideoIndex:
 
 
 def decode_segment(source: Source, index: VideoIndex, start_frame: int, end_frame: int,
-                   wanted) -> Iterator[DecodedFrame]:
+                   wanted, max_pixels: Optional[int] = MAX_DECODE_PIXELS) -> Iterator[DecodedFrame]:
     """Decode frames `[start_frame, end_frame)` and yield those in `wanted`, in order.
 
     Seeks to the keyframe at or before `start_frame`, decodes forward and stops right
     after the last wanted frame. If the video breaks, the frames decoded before the break
-    are yielded first, then DecodeError is raised.
+    are yielded first, then DecodeError is raised. Frames are upright (`video_pixels.py`)
+    and reduced to at most `max_pixels` (None: full size).
     """
     targets = sorted(f for f in set(wanted) if start_frame <= f < end_frame)
     if not targets:
@@ -172,16 +179,29 @@ def decode_segment(source: Source, index: VideoIndex, start_frame: int, end_fram
         try:
             seek_pts = index.pts_of(start_frame) if start_frame > 0 else None
             try:
-                yield from _decode_from(container, stream, seek_pts, index, start_frame, targets, progress)
+                yield from _decode_from(container, stream, seek_pts, index, start_frame, targets, progress,
+                                        max_pixels)
             except _SeekMissed:
                 # Some containers (e.g. MPEG-TS) seek imprecisely: decode from the very start instead.
-                yield from _decode_from(container, stream, _REWIND, index, start_frame, targets, progress)
+                yield from _decode_from(container, stream, _REWIND, index, start_frame, targets, progress,
+                                        max_pixels)
         except (av.FFmpegError, _SeekMissed) as error:
             raise DecodeError(f"video broken after frame {progress.frame}: {_short(error)}") from None
     if progress.frame < targets[-1]:
         raise DecodeError(index.problem or f"video ended before frame {targets[-1]}")
     if index.problem and end_frame >= index.end_frame:
         raise DecodeError(index.problem)
+
+
+def decode_frames(source: str, wanted=None, max_pixels: Optional[int] = None) -> Iterator[DecodedFrame]:
+    """Frames of a whole video (or those in `wanted`) numbered as a job numbers them.
+
+    The one definition of a video frame's number, for tools beside the job (render, training
+    data): its position in presentation order, from the index, never a decode-order count.
+    """
+    index = build_index(source)
+    frames = range(index.end_frame) if wanted is None else wanted
+    yield from decode_segment(source, index, index.first_frame, index.end_frame, frames, max_pixels)
 
 
 class _SeekMissed(Exception):
@@ -197,7 +217,7 @@ _REWIND = "rewind"
 
 
 def _decode_from(container, stream, seek_pts, index: VideoIndex, start_frame: int, targets: list[int],
-                 progress: _Progress) -> Iterator[DecodedFrame]:
+                 progress: _Progress, max_pixels: Optional[int]) -> Iterator[DecodedFrame]:
     if seek_pts == _REWIND:
         container.seek(0, backward=True, any_frame=False)  # the start of the file, all streams
     elif seek_pts is not None:
@@ -220,7 +240,8 @@ def _decode_from(container, stream, seek_pts, index: VideoIndex, start_frame: in
             checked = True
         progress.frame = position
         if position in wanted:
-            yield DecodedFrame(position, index.time(position), decoded.to_ndarray(format="rgb24"))
+            rgb, width, height = upright_rgb(decoded, max_pixels)
+            yield DecodedFrame(position, index.time(position), rgb, width, height)
         if position >= last:
             break
     if not checked:

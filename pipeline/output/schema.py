@@ -68,6 +68,7 @@ class FrameError:
     frame: int
     time: Optional[float]
     message: str
+    transient: bool = False  # the store failed, not the file: worth trying again on a resume
 
 
 def predictions_to_batches(
