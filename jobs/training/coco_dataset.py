@@ -10,6 +10,7 @@ from the video file named by `source`.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from maskray.models.errors import UsageError
+from maskray.pipeline.inputs.errors import DecodeError
+from maskray.pipeline.inputs.video import build_index, decode_segment
 
 
 def _segmentation_mask(segmentation, height: int, width: int) -> np.ndarray:
@@ -35,18 +38,23 @@ def _segmentation_mask(segmentation, height: int, width: int) -> np.ndarray:
 
 
 def _video_frame(path: Path, frame: int) -> np.ndarray:
-    """Frame `frame` (0-based, presentation order) of a video, decoded from its start.
-
-    Training on video frames is rare and clips are short, so plain sequential decoding keeps
-    this simple; `pipeline/video.py` does the seeking for jobs.
-    """
-    import av
-
-    with av.open(str(path)) as container:
-        for index, decoded in enumerate(container.decode(video=0)):
-            if index == frame:
-                return decoded.to_ndarray(format="rgb24")
+    """Frame `frame` of a video, numbered as a job numbers it (0-based, presentation order,
+    display rotation applied: `pipeline/inputs/video.py`), so `(source, frame)` from an output
+    names the same picture here."""
+    index = _video_index(str(path))
+    if not index.first_frame <= frame < index.end_frame:
+        raise UsageError(f"{path} has no frame {frame}")
+    for decoded in decode_segment(str(path), index, frame, frame + 1, [frame], max_pixels=None):
+        return decoded.rgb
     raise UsageError(f"{path} has no frame {frame}")
+
+
+@functools.lru_cache(maxsize=16)
+def _video_index(path: str):
+    try:
+        return build_index(path)
+    except DecodeError as error:
+        raise UsageError(f"cannot read video {path}: {error}") from None
 
 
 class CocoDataset(torch.utils.data.Dataset):

@@ -30,6 +30,7 @@ from maskray.pipeline import storage
 from maskray.pipeline.render.drawing import draw_instances
 from maskray.pipeline.inputs.errors import DecodeError
 from maskray.pipeline.inputs.images import decode_image
+from maskray.pipeline.inputs.video import decode_frames
 from maskray.pipeline.output.reader import Output, open_output, write_file
 
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
@@ -138,12 +139,13 @@ def _read_image(uri: str) -> np.ndarray:
 
 
 def _video_frame(uri: str, wanted: int) -> np.ndarray:
+    """Frame `wanted` as a job numbers it (presentation order, upright: inputs/video.py)."""
     try:
-        with storage.open_input(uri) as stream, av.open(stream) as container:
-            for index, decoded in enumerate(container.decode(video=0)):
-                if index == wanted:
-                    return decoded.to_ndarray(format="rgb24")
-    except av.FFmpegError as error:
+        for decoded in decode_frames(uri, [wanted]):
+            return decoded.rgb
+    except (DecodeError, av.FFmpegError, OSError) as error:
+        if isinstance(error, DecodeError) and "ended before frame" in str(error):
+            raise UsageError(f"{uri} has no frame {wanted}") from None
         raise UsageError(f"cannot read video {uri}: {error}") from None
     raise UsageError(f"{uri} has no frame {wanted}")
 
@@ -190,12 +192,8 @@ def _encode(uri: str, target: str, by_frame: dict, processed: list[int], mode: s
             rate = rate / _sampling_step(processed)
         with av.open(target, "w") as sink:
             encoder = None
-            # Decoded frames come in presentation order, so the index is maskray's `frame`.
-            for index, decoded in enumerate(source.decode(video)):
-                if mode == "processed" and index not in wanted:
-                    continue
-                rgb = decoded.to_ndarray(format="rgb24")
-                rows = by_frame.get(index, [])
+            for decoded in _numbered_frames(uri, wanted if mode == "processed" else None):
+                rgb, rows = decoded.rgb, by_frame.get(decoded.frame, [])
                 if rows:
                     _check_size(rgb, rows, uri)
                     rgb = draw_instances(rgb, rows)
@@ -211,6 +209,14 @@ def _encode(uri: str, target: str, by_frame: dict, processed: list[int], mode: s
             if encoder is not None:
                 sink.mux(encoder.encode(None))
     return written, annotated, drawn
+
+
+def _numbered_frames(uri: str, wanted):
+    """Upright frames with the job's frame numbers; a video that breaks ends the clip there."""
+    try:
+        yield from decode_frames(uri, sorted(wanted) if wanted is not None else None)
+    except DecodeError:
+        return
 
 
 def _sampling_step(processed: list[int]) -> int:
