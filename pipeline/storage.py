@@ -36,6 +36,7 @@ _cache_lock = threading.Lock()
 
 RETRY_ATTEMPTS = 5  # tries in all, for an error `is_transient` accepts
 RETRY_BASE_DELAY_S = 0.2  # then 0.4, 0.8, 1.6 s (each with jitter): about 3 s before giving up
+_retry_state = threading.local()
 _TRANSIENT_ERRNOS = frozenset({errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED, errno.ETIMEDOUT,
                                errno.EAGAIN, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN,
                                errno.EPIPE, errno.EIO, errno.ESTALE})
@@ -103,16 +104,26 @@ def is_transient(error: BaseException) -> bool:
 
 
 def retrying(action, *args, **kwargs):
-    """`action(*args, **kwargs)`, tried again with backoff while it fails transiently."""
-    for attempt in range(1, RETRY_ATTEMPTS + 1):
-        try:
-            return action(*args, **kwargs)
-        except Exception as error:
-            if attempt == RETRY_ATTEMPTS or not is_transient(error):
-                raise
-            # Jitter, so workers that lost the store together do not return together.
-            time.sleep(RETRY_BASE_DELAY_S * 2 ** (attempt - 1) * random.uniform(0.75, 1.25))
-    raise AssertionError("unreachable")
+    """`action(*args, **kwargs)`, tried again with backoff while it fails transiently.
+
+    Only the outermost `retrying` of a thread retries: an action built of retried reads
+    (a video index opens a stream) would otherwise multiply the tries.
+    """
+    if getattr(_retry_state, "active", False):
+        return action(*args, **kwargs)
+    _retry_state.active = True
+    try:
+        for attempt in range(1, RETRY_ATTEMPTS + 1):
+            try:
+                return action(*args, **kwargs)
+            except Exception as error:
+                if attempt == RETRY_ATTEMPTS or not is_transient(error):
+                    raise
+                # Jitter, so workers that lost the store together do not return together.
+                time.sleep(RETRY_BASE_DELAY_S * 2 ** (attempt - 1) * random.uniform(0.75, 1.25))
+        raise AssertionError("unreachable")
+    finally:
+        _retry_state.active = False
 
 
 def exists(uri: str) -> bool:

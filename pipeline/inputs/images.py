@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Iterator, Optional
 
 import numpy as np
-from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
+from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from maskray.pipeline.inputs.errors import DecodeError
 

@@ -17,7 +17,7 @@ import numpy as np
 from maskray.pipeline import storage
 from maskray.pipeline.inputs.errors import TRANSIENT_PREFIX, error_text
 from maskray.pipeline.inputs.geometry import FrameGeometry, fit
-from maskray.pipeline.inputs.images import decode_frames
+from maskray.pipeline.inputs import images
 from maskray.pipeline.inputs.video import decode_segment
 from maskray.pipeline.output.schema import FrameError, FrameRef
 
@@ -44,7 +44,7 @@ def _decode_image(uri: str, wanted) -> Iterator[Item]:
     wanted, done = sorted(wanted), set()
     try:
         data = storage.read_bytes(uri)
-        for number, frame in enumerate(decode_frames(data, first_only=wanted == [0])):
+        for number, frame in enumerate(images.decode_frames(data, images.MAX_DECODE_PIXELS, first_only=wanted == [0])):
             if number > wanted[-1]:
                 break
             if number in wanted:
@@ -66,7 +66,8 @@ def _decode_video(shard) -> Iterator[Item]:
     wanted = sorted(shard.frames)
     done: set[int] = set()
     try:
-        for decoded in decode_segment(uri, index, shard.start_frame, shard.end_frame, wanted):
+        for decoded in decode_segment(uri, index, shard.start_frame, shard.end_frame, wanted,
+                                      images.MAX_DECODE_PIXELS):
             done.add(decoded.frame)
             rgb, geometry = fit(decoded.rgb, decoded.width, decoded.height)
             yield FrameRef(uri, decoded.frame, decoded.time, decoded.width, decoded.height), rgb, geometry

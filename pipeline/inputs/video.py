@@ -258,7 +258,7 @@ def _open_container(source: Source):
     except av.FFmpegError as error:
         raise DecodeError(f"not a readable video: {_short(error)}") from None
     except OSError as error:
-        raise DecodeError(f"cannot read video: {_short(error)}") from None
+        raise DecodeError(f"cannot read video: {_short(error)}", transient=storage.is_transient(error)) from None
 
 
 class _RemoteContainer:
