@@ -43,7 +43,8 @@ _TRANSIENT_ERRNOS = frozenset({errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONN
 # How pyarrow's S3/GCS clients and curl word the failures that pass (AWS SDK error names).
 _TRANSIENT_WORDS = ("NETWORK_CONNECTION", "curlCode", "SLOW_DOWN", "SERVICE_UNAVAILABLE", "INTERNAL_FAILURE",
                     "REQUEST_TIMEOUT", "THROTTLING", "Connection reset", "Connection refused", "timed out",
-                    "Timeout", "Broken pipe", "Temporary failure", "Couldn't connect")
+                    "Timeout", "Broken pipe", "Temporary failure", "Couldn't connect", "Could not connect",
+                    "(HTTP status 5")  # a 5xx the SDK names UNKNOWN
 
 
 def is_local(uri: str) -> bool:
