@@ -58,24 +58,19 @@ def list_media(sources: list[str], output: Optional[str] = None) -> list[MediaFi
         named_file = len(files) == 1 and _same_file(files[0][0], source)
         if named_file:
             uri, size = files[0]
-            if not _printable(uri):
-                shown = _escaped(uri)
-                found.setdefault(shown, MediaFile(shown, "unknown", size, problem=_NOT_UTF8))
-            else:
-                found.setdefault(uri, MediaFile(uri, _kind(uri, size) or "unknown", size))
+            item = _unnamed(uri, size) or MediaFile(uri, _kind(uri, size) or "unknown", size)
+            found.setdefault(item.uri, item)
             continue
         root = storage.resolve(source)[1].rstrip("/")
         for uri, size in files:
             relative = _relative(storage.resolve(uri)[1], root)
             if _hidden(relative) or _inside(uri, output_root):
                 continue
-            if not _printable(uri):
-                shown = _escaped(uri)
-                found.setdefault(shown, MediaFile(shown, "unknown", size, problem=_NOT_UTF8))
-                continue
-            kind = _kind(uri, size)
-            if kind is not None:
-                found.setdefault(uri, MediaFile(uri, kind, size))
+            unnamed = _unnamed(uri, size)
+            kind = None if unnamed else _kind(uri, size)
+            item = unnamed or (MediaFile(uri, kind, size) if kind else None)
+            if item is not None:
+                found.setdefault(item.uri, item)
     if not found:
         raise UsageError(f"no images or videos found in: {', '.join(sources)}")
     return [found[uri] for uri in sorted(found)]
@@ -123,18 +118,16 @@ def _inside(uri: str, folder: Optional[str]) -> bool:
     return folder is not None and uri.startswith(folder)
 
 
-def _printable(uri: str) -> bool:
-    """False for a name holding bytes that are not UTF-8 (surrogate escapes from the OS)."""
+def _unnamed(uri: str, size: int) -> Optional[MediaFile]:
+    """For a name holding bytes that are not UTF-8 (surrogate escapes from the OS): an entry
+    under the name with each such byte written `\\xNN` (valid text, still recognisable),
+    planned as an error row. None for a proper name."""
     try:
         uri.encode("utf-8")
-        return True
+        return None
     except UnicodeEncodeError:
-        return False
-
-
-def _escaped(uri: str) -> str:
-    """The name with each undecodable byte written as `\\xNN`: valid text, still recognisable."""
-    return uri.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        shown = uri.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return MediaFile(shown, "unknown", size, problem=_NOT_UTF8)
 
 
 def _relative(path: str, root: str) -> str:
