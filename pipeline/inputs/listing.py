@@ -3,7 +3,7 @@
 A source is a file, or a directory / object prefix walked recursively. Images and videos
 are recognised by extension, or by their first bytes when the extension says nothing.
 Hidden files (a dot-name anywhere below the source) and the job's own output folder (when
-it lies inside a source) are skipped; another folder holding a `_job.json` is listed like any
+it lies inside a source) are skipped; another job's output marker elsewhere is listed like any
 other, so a stray marker never hides media. A file with a media extension but broken
 content is still listed: the worker records it as an error row, so the user sees it. A file
 whose name is not UTF-8 cannot be named in the output: it is listed with its name's bytes
