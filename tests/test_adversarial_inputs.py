@@ -64,7 +64,7 @@ def test_thin_images_do_not_fail_their_shard_and_keep_their_size(tmp_path, data_
     Image.open(data_dir / "images" / "rocket.jpg").save(good)
     shards = plan_shards(list_media([str(folder)]), Sampling(), None, workers=1)
     # At max_size 213 torchvision scales a 400x1 frame to 0 pixels: before the guard, the shard raised.
-    rows = _run_worker(tmp_path / "out", shards)
+    rows = _run_worker(tmp_path / "out", shards, model="demo", weights="demo")
     sizes = {os.path.basename(r["source"]): (r["status"], r["width"], r["height"]) for r in rows}
     assert sizes == {"divider-h.png": ("ok", 400, 1), "divider-v.png": ("ok", 1, 400), "rocket.jpg": ("ok", 640, 427)}
 
