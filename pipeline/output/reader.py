@@ -13,7 +13,6 @@ the same; DuckDB scans the Arrow datasets it is handed and never opens files its
 from __future__ import annotations
 
 import json
-import re
 from functools import cached_property
 from typing import Iterable, Optional, Union
 
@@ -23,7 +22,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from maskray.models import rle
-from maskray.models.errors import UsageError
+from maskray.models.errors import UsageError, first_line
 from maskray.pipeline.output import sink
 from maskray.pipeline import storage
 from maskray.pipeline.output.schema import FRAMES_SCHEMA, INSTANCES_SCHEMA
@@ -93,10 +92,12 @@ class Output:
     def sql(self, query: str, *, limit: Optional[int] = None) -> pa.Table:
         """Run a DuckDB SQL query over the views `instances` and `frames`.
 
-        limit: return at most this many rows. Raises UsageError (one line) when DuckDB
-        rejects the query.
+        The connection is locked down (see `LOCKED_DOWN`): a query sees only the two
+        registered datasets; it cannot read or write files, install or load extensions, or
+        change these settings. limit: return at most this many rows. Raises UsageError (one
+        line) when DuckDB rejects the query.
         """
-        connection = duckdb.connect()
+        connection = duckdb.connect(config=LOCKED_DOWN)
         try:
             for table in TABLE_SCHEMAS:
                 connection.register(table, self.dataset(table))
@@ -106,9 +107,29 @@ class Output:
                 return pa.table({})
             return (relation if limit is None else relation.limit(limit)).to_arrow_table()
         except duckdb.Error as error:
-            raise UsageError(f"query failed: {_one_line(str(error))}") from None
+            raise UsageError(f"query failed: {_duckdb_message(error)}") from None
         finally:
             connection.close()
+
+
+# DuckDB settings for user SQL: the Arrow datasets are handed in by `register`, so a query needs
+# no file access of its own; without these it could read any local file (`read_text`), write
+# one (`COPY ... TO`), or fetch and run extension code. The lock keeps a query from undoing them.
+LOCKED_DOWN = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    "allow_unsigned_extensions": False,
+    "lock_configuration": True,
+}
+
+
+def _duckdb_message(error: Exception) -> str:
+    # DuckDB puts a caret diagram ("LINE 1: ...") under its message and may wrap a hint onto
+    # the next line: keep the message and its hint, on one line.
+    message = str(error).split("\n\nLINE ")[0]
+    return first_line(" ".join(message.split()))
 
 
 def open_output(uri: str) -> Output:
@@ -120,7 +141,7 @@ def open_output(uri: str) -> Output:
         )
         present = found or storage.exists(output.uri)
     except (ValueError, OSError) as error:  # a bad scheme, an unreachable store, no access
-        raise UsageError(f"cannot read {uri}: {_one_line(str(error))}") from None
+        raise UsageError(f"cannot read {uri}: {first_line(error)}") from None
     if not present:
         raise UsageError(f"no output at {uri}")
     if not found:
@@ -133,7 +154,7 @@ def write_file(uri: str, data: bytes) -> None:
     try:
         storage.write_bytes_atomic(uri, data)
     except (ValueError, OSError) as error:
-        raise UsageError(f"cannot write {uri}: {_one_line(str(error))}") from None
+        raise UsageError(f"cannot write {uri}: {first_line(error)}") from None
 
 
 Rows = Union[pa.Table, pa.RecordBatch, Iterable[dict]]
@@ -249,9 +270,3 @@ def _json_default(value):
     if isinstance(value, bytes):
         return value.hex()
     return str(value)
-
-
-def _one_line(message: str) -> str:
-    # DuckDB adds a caret diagram below the message; the first lines are the useful part.
-    message = message.split("\n\nLINE ")[0]
-    return re.sub(r"\s+", " ", message).strip()
