@@ -8,11 +8,13 @@ Every variant sees the same data, seed, steps and schedule; only the switch diff
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
 from maskray.jobs.training.synthetic import synthetic_dataset
-from maskray.jobs.training.train import TrainConfig, start_ray, train
+from maskray.jobs.ray_local import ray_session
+from maskray.jobs.training.train import TrainConfig, train
 from maskray.models.errors import UsageError
 from maskray.models.variants import MASK_HEADS, MASK_LOSSES, ROI_OPS
 
@@ -50,17 +52,11 @@ def ablate(switch: str, output, *, model: str = "demo", steps: int = 300, train_
     output = Path(output)
     data = synthetic_dataset(output / "data" / "train", images=train_images, seed=TRAIN_SEED)
     held_out = synthetic_dataset(output / "data" / "val", images=val_images, seed=VAL_SEED)
-    started_ray = start_ray(threads=threads)  # one Ray for every variant
-    try:
+    with ray_session(min_cpus=threads, logging_level=logging.ERROR):  # one Ray for every variant
         rows = [_train_variant(switch, field, value, data, held_out, output, model=model, steps=steps,
                                batch_size=batch_size, lr=lr, min_size=min_size, max_size=max_size,
                                threads=threads, cpu=cpu, seed=seed, echo=echo)
                 for value in values]
-    finally:
-        if started_ray:
-            import ray
-
-            ray.shutdown()
     report = {"switch": switch, "field": field, "model": model, "steps": steps, "batch_size": batch_size,
               "train_images": train_images, "val_images": val_images, "min_size": min_size,
               "seed": seed, "rows": rows}

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
+import logging
 import shutil
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from maskray.models.errors import MaskrayError, UsageError, first_line
+from maskray.jobs.ray_local import ray_session
+from maskray.models.errors import MaskrayError, UsageError
 from maskray.models.specs import get_spec
 from maskray.models.variants import MASK_HEADS, MASK_LOSSES, ROI_OPS
 
@@ -98,24 +99,6 @@ def _scaling(config: TrainConfig):
                                    resources_per_worker={"CPU": config.threads})
 
 
-def start_ray(address: str | None = None, threads: int = 1) -> bool:
-    """Joins `address`, or starts a private local Ray on 127.0.0.1; False if Ray was already up."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    cpus = max(os.cpu_count() or 1, threads)
-    # Workers' console lines stay out of the terminal: a failure comes back from fit() with its
-    # traceback, and progress is echoed from train_log.jsonl (see _follow_log).
-    try:
-        ray.init(address=address, num_cpus=None if address else cpus, include_dashboard=False,
-                 _node_ip_address=None if address else "127.0.0.1", logging_level="ERROR",
-                 log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as error:  # a wrong or unreachable --address
-        raise UsageError(f"cannot start or join Ray at {address or 'a local Ray'}: {first_line(error)}") from None
-    return True
-
-
 @contextlib.contextmanager
 def _follow_log(path: Path, steps: int, echo, every: float = 10.0):
     """Echoes the newest line of the training log every `every` seconds while training runs."""
@@ -146,11 +129,7 @@ def _follow_log(path: Path, steps: int, echo, every: float = 10.0):
 def train(config: TrainConfig, *, address: str | None = None, echo=print) -> dict:
     """Runs (or resumes) training, writes OUT/model.pt, evaluates; returns a summary dict."""
     config.validate()
-    import ray
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    from maskray.jobs.training.train_loop import MODEL_FILE, train_loop_per_worker
+    from maskray.jobs.training.train_loop import MODEL_FILE
 
     output = Path(config.output).resolve()
     try:
@@ -166,28 +145,10 @@ def train(config: TrainConfig, *, address: str | None = None, echo=print) -> dic
                        annotations=str(Path(config.annotations).resolve()),
                        resume_from=str(resume) if resume else None)
     echo(f"training {config.model} for {config.steps} steps; losses and timings in {output / 'train_log.jsonl'}")
-    started_ray = start_ray(address, config.threads)
-    try:
-        trainer = TorchTrainer(
-            train_loop_per_worker,
-            train_loop_config=loop_config,
-            scaling_config=_scaling(config),
-            run_config=ray.train.RunConfig(
-                name=RUN_NAME, storage_path=str(output),
-                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.keep_checkpoints),
-                # Ray Train's per-report INFO lines would drown the log; losses go to train_log.jsonl.
-                logging_config=ray.train.LoggingConfig(log_level="WARNING"),
-            ),
-        )
-        with _follow_log(output / "train_log.jsonl", config.steps, echo):
-            result = trainer.fit()
-    except ray.train.TrainingFailedError as error:
-        lines = [line for line in str(error).splitlines() if line.strip()]
-        raise MaskrayError(f"training failed: {lines[-1] if lines else type(error).__name__} "
-                           f"(checkpoints so far in {output / RUN_NAME})") from error
-    finally:
-        if started_ray:
-            ray.shutdown()
+    # Workers' console lines stay out of the terminal: a failure comes back from fit() with its
+    # traceback, and progress is echoed from train_log.jsonl (see _follow_log).
+    with ray_session(address, min_cpus=config.threads, logging_level=logging.ERROR):
+        result = _fit(config, loop_config, output, echo)
     final = latest_checkpoint(output)
     if final is None:
         raise MaskrayError(f"training finished without a checkpoint in {output / RUN_NAME}")
@@ -204,6 +165,33 @@ def train(config: TrainConfig, *, address: str | None = None, echo=print) -> dic
         summary["eval"] = scores
         echo("validation: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if k.endswith("AP")))
     return summary
+
+
+def _fit(config: TrainConfig, loop_config: dict, output: Path, echo):
+    """Ray Train's TorchTrainer over `train_loop_per_worker`; its result (Ray is up)."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from maskray.jobs.training.train_loop import train_loop_per_worker
+
+    try:
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config=loop_config,
+            scaling_config=_scaling(config),
+            run_config=ray.train.RunConfig(
+                name=RUN_NAME, storage_path=str(output),
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.keep_checkpoints),
+                # Ray Train's per-report INFO lines would drown the log; losses go to train_log.jsonl.
+                logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+            ),
+        )
+        with _follow_log(output / "train_log.jsonl", config.steps, echo):
+            return trainer.fit()
+    except ray.train.TrainingFailedError as error:
+        lines = [line for line in str(error).splitlines() if line.strip()]
+        raise MaskrayError(f"training failed: {lines[-1] if lines else type(error).__name__} "
+                           f"(checkpoints so far in {output / RUN_NAME})") from error
 
 
 def export_weights(checkpoint: str | Path, destination: str | Path, *, half: bool = False) -> int:
