@@ -14,6 +14,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Optional
 
+from maskray.jobs.uri_credentials import refuse_credentials
 from maskray.models.errors import UsageError
 from maskray.pipeline import storage
 
@@ -55,6 +56,11 @@ class JobSpec:
     extra: dict = field(default_factory=dict)  # room for options a later version adds
 
     def __post_init__(self):
+        # Refused before anything is stored or sent: see jobs/uri_credentials.py.
+        for uri in self.sources:
+            refuse_credentials(str(uri), "SOURCE")
+        refuse_credentials(str(self.output), "--output")
+        refuse_credentials(str(self.weights), "--weights")
         self.sources = [normalise_uri(s) for s in self.sources]
         self.output = normalise_uri(self.output)
         # A local weights file is named by its absolute path so workers anywhere resolve it.
@@ -124,17 +130,10 @@ class JobSpec:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
     @classmethod
     def from_dict(cls, data: dict) -> "JobSpec":
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in known})
-
-    @classmethod
-    def from_json(cls, text: str) -> "JobSpec":
-        return cls.from_dict(json.loads(text))
 
 
 def _cuda_available() -> bool:
