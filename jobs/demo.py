@@ -26,6 +26,7 @@ from maskray.pipeline.output import sink
 from maskray.pipeline.coco.evaluate import evaluate
 from maskray.pipeline.render.overlays import render
 from maskray.pipeline.output.reader import format_table, open_output
+from maskray.pipeline.text_table import text_table
 from maskray.jobs.training.shapes import SyntheticSet
 
 DEMO_MODEL = "demo"
@@ -161,21 +162,24 @@ def report_accuracy(output: str, data: SyntheticSet, echo) -> dict:
     echo(f"COCO AP against the ground truth: {metrics['images']} frames "
          f"({len(gt['images']) - video_frames} images, {video_frames} video frames), "
          f"{len(gt['annotations'])} true shapes, {metrics['instances']} detections")
-    echo(f"{'':<10} {'AP':>6} {'AP50':>6} {'AP75':>6}" + "".join(f"  {name:>9}" for name in parts))
+    rows, notes = [], []
     for key, label in TASKS:
         values = metrics.get(key)
         if values is None:
-            echo(f"{label:<10} not evaluated: {metrics.get('skipped', {}).get(key, 'no result')}")
+            notes.append(f"{label}: not evaluated ({metrics.get('skipped', {}).get(key, 'no result')})")
             continue
-        row = " ".join(_percent(values[name]) for name in ("AP", "AP50", "AP75"))
-        row += "".join(f"  {_percent(part.get(key, {}).get('AP', -1)):>9}" for part in parts.values())
-        echo(f"{label:<10} {row}")
+        rows.append([label, *(_percent(values[name]) for name in ("AP", "AP50", "AP75")),
+                     *(_percent(part.get(key, {}).get("AP", -1)) for part in parts.values())])
+    header = ["", "AP", "AP50", "AP75", *parts]
+    echo(text_table(header, rows, right=range(1, len(header))))
+    for note in notes:
+        echo(note)
     return metrics
 
 
 def _percent(value: float) -> str:
     # COCOeval reports -1 where nothing could be measured (no ground truth of that kind).
-    return f"{100 * value:6.1f}" if value >= 0 else f"{'n/a':>6}"
+    return f"{100 * value:.1f}" if value >= 0 else "n/a"
 
 
 def report_query(output: str, echo) -> None:

@@ -15,10 +15,9 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Optional
 
 from maskray.jobs.uri_credentials import refuse_credentials
+from maskray.models.choices import PRECISIONS
 from maskray.models.errors import UsageError
 from maskray.pipeline import storage
-
-PRECISIONS = ("fp32", "fp16", "bf16")
 
 # Fields that change what is written: a different value on an existing output is refused.
 RESULT_FIELDS = (

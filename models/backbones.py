@@ -16,7 +16,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from maskray.models.errors import UsageError
 
-BACKBONES: tuple[str, ...] = ("resnet18", "resnet50", "resnet101", "resnext101_32x8d")
+from maskray.models.choices import BACKBONES
 
 _RESNET_BUILDERS = {
     "resnet18": resnet.resnet18,

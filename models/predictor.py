@@ -19,7 +19,7 @@ from maskray.models.errors import UsageError
 from maskray.models.registry import build_model
 from maskray.models.rle import encode_batch_torch
 
-DEVICES = ("auto", "cpu", "cuda")
+from maskray.models.choices import DEVICES
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 

@@ -23,9 +23,7 @@ from torchvision.ops import MultiScaleRoIAlign, roi_align, roi_pool
 
 from maskray.models.errors import UsageError
 
-ROI_OPS = ("align", "pool")
-MASK_LOSSES = ("sigmoid", "softmax")
-MASK_HEADS = ("fcn", "mlp")
+from maskray.models.choices import MASK_HEADS, MASK_LOSSES, ROI_OPS  # noqa: F401 (re-exported)
 
 
 class MultiScaleRoIPool(nn.Module):

@@ -63,7 +63,7 @@ def test_entrypoint_rebuilds_the_same_spec_on_the_cluster(tmp_path):
     fingerprint (so a resubmission resumes), joined with `--address auto`."""
     import shlex
 
-    from maskray.cli import submit_command
+    from maskray.commands.run import submit_command
     from maskray.jobs.cluster.api import build_entrypoint
     from maskray.jobs.spec import JobSpec
 

@@ -10,8 +10,8 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from maskray.jobs.cluster.client import first_line
-from maskray.models.errors import UsageError
+from maskray.models.errors import UsageError, first_line
+from maskray.pipeline.text_table import text_table
 
 OUTPUT_KEY = "maskray.output"
 FINGERPRINT_KEY = "maskray.fingerprint"
@@ -102,15 +102,9 @@ def output_progress(output: str) -> str:
 
 def format_table(jobs: list[ClusterJob]) -> str:
     """`maskray jobs`: a header and one line per job."""
-    rows = [("JOB ID", "STATE", "STARTED", "OUTPUT", "PROGRESS")]
-    for job in jobs:
-        rows.append((job.job_id, job.state, clock(job.start_time) if job.start_time else "-",
-                     job.output or "(not maskray)", job.progress or "-"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1]
-        for row in rows
-    )
+    rows = [(job.job_id, job.state, clock(job.start_time) if job.start_time else "-",
+             job.output or "(not maskray)", job.progress or "-") for job in jobs]
+    return text_table(("JOB ID", "STATE", "STARTED", "OUTPUT", "PROGRESS"), rows)
 
 
 def clock(seconds: float) -> str:

@@ -16,25 +16,23 @@ from maskray.jobs.training.synthetic import synthetic_dataset
 from maskray.jobs.ray_local import ray_session
 from maskray.jobs.training.train import TrainConfig, train
 from maskray.models.errors import UsageError
-from maskray.models.variants import MASK_HEADS, MASK_LOSSES, ROI_OPS
+from maskray.pipeline.text_table import text_table
+from maskray.models.choices import BACKBONES, MASK_HEADS, MASK_LOSSES, ROI_OPS
 
 SWITCHES = {
     "roi-op": ("roi_op", ROI_OPS),
     "mask-loss": ("mask_loss", MASK_LOSSES),
     "mask-head": ("mask_head", MASK_HEADS),
-    "backbone": ("backbone", ("resnet50", "resnet101", "resnext101_32x8d")),
+    "backbone": ("backbone", tuple(b for b in BACKBONES if b != "resnet18")),  # the paper's: R50/101, X101
 }
 TRAIN_SEED, VAL_SEED = 1, 2  # the held-out set never overlaps the training set
 
 
 def format_table(switch: str, rows: list[dict]) -> str:
     """A plain-text table: variant, mask AP, AP50, AP75 (percent), box AP, train minutes."""
-    header = f"{switch:<18} {'AP':>6} {'AP50':>6} {'AP75':>6} {'APbox':>6} {'min':>6}"
-    lines = [header, "-" * len(header)]
-    for row in rows:
-        lines.append(f"{row['variant']:<18} {100 * row['segm_AP']:6.1f} {100 * row['segm_AP50']:6.1f} "
-                     f"{100 * row['segm_AP75']:6.1f} {100 * row['bbox_AP']:6.1f} {row['train_seconds'] / 60:6.1f}")
-    return "\n".join(lines)
+    cells = [[row["variant"], *(f"{100 * row[key]:.1f}" for key in ("segm_AP", "segm_AP50", "segm_AP75", "bbox_AP")),
+              f"{row['train_seconds'] / 60:.1f}"] for row in rows]
+    return text_table([switch, "AP", "AP50", "AP75", "APbox", "min"], cells, right=range(1, 6), rule=True)
 
 
 def ablate(switch: str, output, *, model: str = "demo", steps: int = 300, train_images: int = 400,

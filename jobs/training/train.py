@@ -24,7 +24,7 @@ from pathlib import Path
 from maskray.jobs.ray_local import ray_session
 from maskray.models.errors import MaskrayError, UsageError
 from maskray.models.specs import get_spec
-from maskray.models.variants import MASK_HEADS, MASK_LOSSES, ROI_OPS
+from maskray.models.choices import BACKBONES, MASK_HEADS, MASK_LOSSES, ROI_OPS
 
 RUN_NAME = "run"
 
@@ -63,7 +63,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         get_spec(self.model)
-        for value, name, choices in ((self.roi_op, "--roi-op", ROI_OPS),
+        for value, name, choices in ((self.backbone or BACKBONES[0], "--backbone", BACKBONES),
+                                     (self.roi_op, "--roi-op", ROI_OPS),
                                      (self.mask_loss, "--mask-loss", MASK_LOSSES),
                                      (self.mask_head, "--mask-head", MASK_HEADS)):
             if value not in choices:

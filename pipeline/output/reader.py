@@ -26,6 +26,7 @@ from maskray.models.errors import UsageError, first_line
 from maskray.pipeline.output import sink
 from maskray.pipeline import storage
 from maskray.pipeline.output.schema import FRAMES_SCHEMA, INSTANCES_SCHEMA
+from maskray.pipeline.text_table import table_lines
 
 TABLE_SCHEMAS = {"instances": INSTANCES_SCHEMA, "frames": FRAMES_SCHEMA}
 
@@ -190,17 +191,9 @@ FORMATS = ("table", "csv", "json", "parquet")
 
 def format_table(table: pa.Table, max_width: int = 40) -> str:
     """An aligned text table: numbers right-aligned, long values cut to `max_width`."""
-    names = table.column_names
     columns = [[_cell(value, max_width) for value in column.to_pylist()] for column in table.columns]
-    numeric = [pa.types.is_integer(f.type) or pa.types.is_floating(f.type) for f in table.schema]
-    widths = [max([len(n)] + [len(v) for v in values]) for n, values in zip(names, columns)]
-
-    def line(cells):
-        parts = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)]
-        return "  ".join(parts).rstrip()
-
-    lines = [line(names), line(["-" * w for w in widths])]
-    lines += [line(row) for row in zip(*columns)]
+    numeric = {i for i, f in enumerate(table.schema) if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)}
+    lines = table_lines(table.column_names, zip(*columns), right=numeric, rule=True)
     lines.append(f"({table.num_rows} row{'s' if table.num_rows != 1 else ''})")
     return "\n".join(lines) + "\n"
 

@@ -1,0 +1,128 @@
+"""Tools over a job's output: `query`, `export`, `eval`, `render`."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("query")
+@click.argument("output")
+@click.argument("sql")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
+              show_default=True, help="How to write the result (parquet needs --out).")
+@click.option("--out", "out_file", default=None, metavar="FILE", help="Write the result to FILE (a path or s3://...) instead of stdout.")
+@click.option("--limit", type=click.IntRange(min=0), default=None, metavar="N", help="Return at most N rows.")
+def query_command(output, sql, fmt, out_file, limit):
+    """Run SQL over an output's `instances` and `frames` tables (DuckDB).
+
+    Only committed shards are read, so a query during a running job sees finished shards
+    only. Works the same on local folders and s3:// outputs.
+
+    \b
+    Example:
+      maskray query out/ "SELECT category, count(*) AS n FROM instances GROUP BY 1 ORDER BY n DESC"
+      maskray query s3://cams/masks/ "SELECT * FROM frames WHERE status = 'error'" --format csv
+    """
+    from maskray.models.errors import UsageError
+    from maskray.pipeline.output.reader import open_output, serialize, write_file
+
+    if fmt == "parquet" and not out_file:
+        raise UsageError("--format parquet writes a binary file: add --out FILE")
+    table = open_output(output).sql(sql, limit=limit)
+    data = serialize(table, fmt)
+    if out_file:
+        write_file(out_file, data)
+        click.echo(f"wrote {table.num_rows} rows to {out_file}", err=True)
+    else:
+        click.echo(data.decode(), nl=False)
+    return 0
+
+
+@click.command("export")
+@click.argument("output")
+@click.option("--coco", "coco_file", required=True, metavar="FILE", help="Write COCO results JSON to FILE (a path or s3://...).")
+@click.option("--gt", "gt_file", default=None, metavar="FILE",
+              help="COCO annotations whose images give the image ids (matched by 'source'/'frame', then file_name).")
+@click.option("--images", "images_file", default=None, metavar="FILE",
+              help="Without --gt: where the assigned images list goes (default: FILE with .images.json).")
+@click.option("--min-score", type=float, default=0.0, show_default=True, help="Leave out instances scored below.")
+def export_command(output, coco_file, gt_file, images_file, min_score):
+    """Export instances as a COCO results file (bbox, segmentation RLE, keypoints).
+
+    With --gt, image ids are those of the ground truth's images; instances of frames that
+    match no GT image are counted and skipped. Without it, ids are assigned 1.. in
+    (source, frame) order and the images list is written beside the results.
+
+    \b
+    Example:
+      maskray export out/ --coco results.json --gt annotations.json
+      maskray export out/ --coco results.json      # also writes results.images.json
+    """
+    from maskray.pipeline.coco.export import export_coco, images_path_for
+
+    export = export_coco(output, coco_file, gt_uri=gt_file, images_uri=images_file, min_score=min_score)
+    click.echo(f"wrote {len(export.results)} results on {len(export.images)} images to {coco_file}")
+    if gt_file is None:
+        click.echo(f"wrote the images list to {images_file or images_path_for(coco_file)}")
+    elif export.unmatched_frames:
+        click.echo(f"skipped {export.unmatched_instances} instances on {export.unmatched_frames} frames "
+                   f"that match no image of {gt_file}", err=True)
+    return 0
+
+
+@click.command("eval")
+@click.argument("output")
+@click.option("--gt", "gt_file", required=True, metavar="FILE", help="COCO annotations JSON (a path or s3://...).")
+@click.option("--out", "metrics_file", default="metrics.json", show_default=True, metavar="FILE",
+              help="Write the metrics as JSON to FILE.")
+@click.option("--task", "tasks", multiple=True, type=click.Choice(["bbox", "segm", "keypoints"]),
+              help="Evaluate only these (repeatable; default: all the output and GT allow).")
+@click.option("--min-score", type=float, default=0.0, show_default=True, help="Leave out instances scored below.")
+def eval_command(output, gt_file, metrics_file, tasks, min_score):
+    """COCO AP/AR of an output against ground truth, with pycocotools' COCOeval.
+
+    Evaluates boxes, masks and (where both sides have them) keypoints, on the GT images
+    that the output's processed frames match, so a partial run is not scored as misses.
+
+    \b
+    Example:
+      maskray eval out/ --gt annotations.json --out metrics.json
+    """
+    from maskray.pipeline.coco.evaluate import evaluate, write_metrics
+
+    evaluation = evaluate(output, gt_file, tasks=list(tasks) or None, min_score=min_score)
+    metrics = evaluation.metrics
+    click.echo(f"evaluated {metrics['instances']} instances on {metrics['images']} images")
+    if metrics["unmatched_frames"]:
+        click.echo(f"{metrics['unmatched_frames']} processed frames match no image of {gt_file} "
+                   f"({metrics['unmatched_instances']} instances skipped)", err=True)
+    for task, reason in metrics.get("skipped", {}).items():
+        click.echo(f"{task}: not evaluated ({reason})")
+    click.echo(evaluation.summary, nl=False)
+    write_metrics(evaluation, metrics_file)
+    click.echo(f"metrics written to {metrics_file}")
+    return 0
+
+
+@click.command("render")
+@click.argument("output")
+@click.option("--source", required=True, metavar="PATH", help="The image or video the job read (a path or s3://...).")
+@click.option("--out", "out_file", required=True, metavar="FILE", help="Picture to write: .png/.jpg/.webp, or .mp4/.mov/.mkv for a video.")
+@click.option("--min-score", type=float, default=0.5, show_default=True, help="Draw instances scored at least this.")
+@click.option("--frames", type=click.Choice(["all", "processed"]), default="all", show_default=True,
+              help="Video: every frame (unprocessed ones shown as they are) or only processed frames.")
+@click.option("--frame", type=click.IntRange(min=0), default=None, metavar="N", help="Video: render only frame N to an image.")
+def render_command(output, source, out_file, min_score, frames, frame):
+    """Draw masks, boxes, labels and keypoints over a source image or video.
+
+    \b
+    Example:
+      maskray render out/ --source photos/street.jpg --out street-masks.png
+      maskray render s3://cams/masks/ --source s3://cams/2026-11/gate.mp4 --out gate-masks.mp4
+    """
+    from maskray.pipeline.render.overlays import render
+
+    summary = render(output, source, out_file, min_score=min_score, frames=frames, frame=frame)
+    click.echo(f"wrote {out_file}: {summary.frames_written} frames, {summary.instances_drawn} instances "
+               f"drawn on {summary.frames_annotated} of them")
+    return 0
