@@ -21,10 +21,14 @@ class WeightsError(UsageError):
     """Weights cannot be loaded: offline `coco`, a missing file, a refused pickle (exit 2)."""
 
 
-def first_line(error) -> str:
-    """The first line of an error (or a text), at most 300 characters: what fits a one-line
-    message; an error without text is named by its type."""
-    text = str(error or "").strip()
+def first_line(error, limit: int = 300) -> str:
+    """The first line of an error (or a text), at most `limit` characters: what fits a
+    one-line message; an error without text is named by its type.
+
+    The one way maskray shortens an error; the specialisations build on it (Ray's quoted
+    remote tracebacks in `pipeline.execution.worker_pool.error_line`, DuckDB's caret
+    diagrams in `pipeline.output.reader`)."""
+    text = str(error if error is not None else "").strip()
     if not text:
         return type(error).__name__ if isinstance(error, BaseException) else ""
-    return text.splitlines()[0][:300]
+    return text.splitlines()[0].strip()[:limit]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from maskray.models.errors import WeightsError
+from maskray.models.errors import WeightsError, first_line
 from maskray.models.recipe import CHECKPOINT_VERSION, Recipe
 
 KEYWORDS = ("coco", "none", "demo")
@@ -122,8 +122,7 @@ def _read_bytes(location: str) -> bytes:
             with filesystem.open_input_stream(path) as stream:
                 return stream.read()
         except (OSError, ValueError) as error:
-            message = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise WeightsError(f"cannot read weights {location}: {message}") from None
+            raise WeightsError(f"cannot read weights {location}: {first_line(error)}") from None
     path = Path(location).expanduser()
     if not path.is_file():
         choices = ", ".join(KEYWORDS)

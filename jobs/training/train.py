@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from maskray.jobs.ray_local import ray_session
-from maskray.models.errors import MaskrayError, UsageError
+from maskray.models.errors import MaskrayError, UsageError, first_line
 from maskray.models.specs import get_spec
 from maskray.models.choices import BACKBONES, MASK_HEADS, MASK_LOSSES, ROI_OPS
 
@@ -190,8 +190,9 @@ def _fit(config: TrainConfig, loop_config: dict, output: Path, echo):
         with _follow_log(output / "train_log.jsonl", config.steps, echo):
             return trainer.fit()
     except ray.train.TrainingFailedError as error:
+        # Ray Train quotes the worker's traceback: its last line is the original error's own.
         lines = [line for line in str(error).splitlines() if line.strip()]
-        raise MaskrayError(f"training failed: {lines[-1] if lines else type(error).__name__} "
+        raise MaskrayError(f"training failed: {first_line(lines[-1] if lines else error)} "
                            f"(checkpoints so far in {output / RUN_NAME})") from error
 
 

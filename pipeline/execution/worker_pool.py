@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from maskray.models.errors import MaskrayError, UsageError
+from maskray.models.errors import MaskrayError, UsageError, first_line
 
 
 def pool_size(spec) -> tuple[int, float, float]:
@@ -137,10 +137,8 @@ def is_ray_error(error: BaseException) -> bool:
 def error_line(error: BaseException) -> str:
     """One line about `error`; for Ray's errors, the original exception's own line (the last
     of the remote traceback Ray quotes)."""
-    text = str(error).strip()
-    if not text:
-        return type(error).__name__
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if is_ray_error(error) and len(lines) > 1:
-        return lines[-1][:300]
-    return lines[0][:300]
+    if is_ray_error(error):
+        lines = [line for line in str(error).splitlines() if line.strip()]
+        if len(lines) > 1:
+            return first_line(lines[-1])
+    return first_line(error)

@@ -28,6 +28,7 @@ from typing import Iterator, Optional
 import numpy as np
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
+from maskray.models.errors import first_line
 from maskray.pipeline.inputs.errors import DecodeError
 
 MAX_DECODE_PIXELS = 25_000_000  # a 6000x4000 photo is decoded whole; a larger one reduced
@@ -169,5 +170,4 @@ def _has_durations(image: Image.Image) -> bool:
 
 
 def _short(error: BaseException) -> str:
-    text = str(error).strip()
-    return (text.splitlines()[0] if text else type(error).__name__)[:200]
+    return first_line(error, limit=200)

@@ -21,6 +21,7 @@ import av
 import numpy as np
 
 from maskray.pipeline import storage
+from maskray.models.errors import first_line
 from maskray.pipeline.inputs.errors import DecodeError
 from maskray.pipeline.inputs.images import MAX_DECODE_PIXELS
 from maskray.pipeline.inputs.sampling import Sampling, plan_segments, sampled_frames  # noqa: F401 (re-exported)
@@ -293,5 +294,4 @@ def _frame_rate(stream, pts: tuple[int, ...]) -> float:
 
 def _short(error: BaseException) -> str:
     # FFmpeg errors carry errno and file name in str(); their strerror is the readable part.
-    text = (getattr(error, "strerror", None) or str(error)).strip()
-    return (text.splitlines()[0] if text else type(error).__name__)[:200]
+    return first_line(getattr(error, "strerror", None) or error, limit=200)

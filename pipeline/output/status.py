@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Optional
 
-from maskray.models.errors import UsageError
+from maskray.models.errors import UsageError, first_line
 from maskray.pipeline.output import sink
 
 STALE_AFTER_BEATS = 4  # missed heartbeats before a "running" driver counts as gone
@@ -43,7 +43,7 @@ def output_status(output: str, now: Optional[float] = None) -> OutputStatus:
     try:
         manifest = sink.read_job(output)
     except OSError as error:
-        raise UsageError(f"cannot read {output}: {str(error).strip().splitlines()[0]}") from None
+        raise UsageError(f"cannot read {output}: {first_line(error)}") from None
     if manifest is None:
         raise UsageError(f"no maskray job in {output} (no _job.json)")
     commits = sink.read_commits(output)
