@@ -75,24 +75,42 @@ def load_weights(
 
 
 def make_checkpoint(model: torch.nn.Module) -> dict:
-    """A maskray checkpoint of a model built by `build_model` (recipe + CPU state dict)."""
-    recipe = getattr(model, "maskray_recipe", None)
+    """A maskray checkpoint of a model built by `build_model`, possibly wrapped for data
+    parallel training (`model.module`): its recipe and a CPU copy of its state dict."""
+    from maskray.models.specs import get_spec
+
+    module = getattr(model, "module", model)
+    recipe = getattr(module, "maskray_recipe", None)
     if recipe is None:
         raise ValueError("make_checkpoint needs a model built by models.registry.build_model")
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return {
-        "maskray_checkpoint": CHECKPOINT_VERSION,
-        "recipe": recipe.to_dict(),
-        "state_dict": state,
-    }
+    recipe = recipe.to_dict()
+    if get_spec(recipe["model"]).family == "compact":  # write the shape down, so the file says it
+        from maskray.models.compact import COMPACT_DEFAULTS
+
+        recipe = {**COMPACT_DEFAULTS, **recipe}
+    state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+    return {"maskray_checkpoint": CHECKPOINT_VERSION, "recipe": recipe, "state_dict": state}
 
 
-def save_checkpoint(model: torch.nn.Module, path: str | Path) -> None:
-    """Writes `make_checkpoint(model)` to a local `path` atomically (temp file + rename)."""
+def save_checkpoint(model_or_checkpoint: torch.nn.Module | dict, path: str | Path, *, half: bool = False) -> int:
+    """Writes a maskray checkpoint to a local `path` atomically (temp file + rename); returns
+    its size in bytes. The one way maskray saves weights (training checkpoints, `model.pt`,
+    the shipped demo model).
+
+    model_or_checkpoint: a model (saved through `make_checkpoint`) or a checkpoint dict (as
+    loaded from a file). half: floating-point weights stored as fp16, half the file; a model
+    loads them into its fp32 parameters.
+    """
+    checkpoint = (make_checkpoint(model_or_checkpoint) if isinstance(model_or_checkpoint, torch.nn.Module)
+                  else dict(model_or_checkpoint))
+    if half:
+        checkpoint["state_dict"] = {name: value.half() if value.is_floating_point() else value
+                                    for name, value in checkpoint["state_dict"].items()}
     path = Path(path)
     temporary = path.with_name(path.name + ".tmp")
-    torch.save(make_checkpoint(model), temporary)
+    torch.save(checkpoint, temporary)
     temporary.replace(path)
+    return path.stat().st_size
 
 
 def _load_coco(model: str, coco_file: str | None) -> LoadedWeights:

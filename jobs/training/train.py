@@ -204,11 +204,6 @@ def export_weights(checkpoint: str | Path, destination: str | Path, *, half: boo
     """
     import torch
 
-    data = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    if half:
-        data["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in data["state_dict"].items()}
-    destination = Path(destination)
-    temporary = destination.with_name(destination.name + ".tmp")
-    torch.save(data, temporary)
-    temporary.replace(destination)
-    return destination.stat().st_size
+    from maskray.models.weights import save_checkpoint
+
+    return save_checkpoint(torch.load(checkpoint, map_location="cpu", weights_only=True), destination, half=half)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from maskray.models.recipe import CHECKPOINT_VERSION
 from maskray.models.registry import build_model
+from maskray.models.weights import save_checkpoint
 from maskray.jobs.training.coco_dataset import CocoDataset, collate
 
 MODEL_FILE = "model.pt"
@@ -41,20 +41,6 @@ def _has_keypoints(name: str) -> bool:
     from maskray.models.specs import get_spec
 
     return "keypoints" in get_spec(name).tasks
-
-
-def model_checkpoint(model: torch.nn.Module) -> dict:
-    """The maskray checkpoint of a (possibly DDP-wrapped) registry model, on the CPU."""
-    from maskray.models.specs import get_spec
-
-    module = getattr(model, "module", model)
-    state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-    recipe = module.maskray_recipe.to_dict()
-    if get_spec(recipe["model"]).family == "compact":  # write the shape down, so the file says it
-        from maskray.models.compact import COMPACT_DEFAULTS
-
-        recipe = {**COMPACT_DEFAULTS, **recipe}
-    return {"maskray_checkpoint": CHECKPOINT_VERSION, "recipe": recipe, "state_dict": state}
 
 
 def learning_rate(step: int, config: dict) -> float:
@@ -181,7 +167,7 @@ def _report_with_checkpoint(metrics, model, optimizer, step, epoch, rank) -> Non
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory() as folder:
-        torch.save(model_checkpoint(model), Path(folder) / MODEL_FILE)
+        save_checkpoint(model, Path(folder) / MODEL_FILE)
         torch.save({"optimizer": optimizer.state_dict(), "step": step, "epoch": epoch},
                    Path(folder) / TRAINER_FILE)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
