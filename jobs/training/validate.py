@@ -6,17 +6,14 @@ number the paper's tables report (AP averaged over IoU 0.5:0.95, AP50, AP75).
 
 from __future__ import annotations
 
-import contextlib
-import io
-
 import numpy as np
 import torch
 from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
-from maskray.models.registry import build_model
 from maskray.jobs.training.coco_dataset import CocoDataset
+from maskray.models.registry import build_model
+from maskray.pipeline.coco.matching import load_ground_truth
+from maskray.pipeline.coco.scoring import score
 
 
 def predict_coco(model, dataset: CocoDataset, *, mask_threshold: float = 0.5) -> list[dict]:
@@ -44,24 +41,13 @@ def predict_coco(model, dataset: CocoDataset, *, mask_threshold: float = 0.5) ->
     return results
 
 
-def coco_scores(ground_truth_json: str, results: list[dict], iou_type: str, oks_sigma: float = 0.05) -> dict:
-    """{AP, AP50, AP75} for one iou_type ("bbox" | "segm" | "keypoints"); zeros without results."""
+def coco_scores(ground_truth_json: str, results: list[dict], iou_type: str) -> dict:
+    """{AP, AP50, AP75} for one iou_type ("bbox" | "segm" | "keypoints"), scored as `maskray
+    eval` scores (pipeline.coco.scoring); zeros without results."""
     if not results:
         return {"AP": 0.0, "AP50": 0.0, "AP75": 0.0}
-    # For masks, drop boxes so loadRes measures each result's area from its mask.
-    detections = [{k: v for k, v in r.items() if not (iou_type == "segm" and k == "bbox")} for r in results]
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
-        gt = COCO(ground_truth_json)
-        dt = gt.loadRes(detections)
-    evaluator = COCOeval(gt, dt, iou_type)
-    if iou_type == "keypoints":  # COCO's sigmas are for 17 person keypoints
-        count = len(gt.loadCats(gt.getCatIds())[0].get("keypoints", []))
-        evaluator.params.kpt_oks_sigmas = np.full(count, oks_sigma)
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress and tables
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return {"AP": float(evaluator.stats[0]), "AP50": float(evaluator.stats[1]), "AP75": float(evaluator.stats[2])}
+    values, _ = score(load_ground_truth(ground_truth_json), results, iou_type)
+    return {name: values[name] for name in ("AP", "AP50", "AP75")}
 
 
 def evaluate_weights(weights: str, images: str, annotations: str, *, model: str = "demo",

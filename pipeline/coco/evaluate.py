@@ -9,25 +9,15 @@ its box's) decides its COCO size range.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from dataclasses import dataclass
 from typing import Optional
 
-import numpy as np
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
-
 from maskray.models.errors import UsageError
-from maskray.pipeline.coco.matching import load_ground_truth
 from maskray.pipeline.coco.export import coco_results
+from maskray.pipeline.coco.matching import load_ground_truth
+from maskray.pipeline.coco.scoring import coco_index, keypoint_category_ids, keypoint_count, score
 from maskray.pipeline.output.reader import open_output, write_file
-
-BOX_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-KEYPOINT_METRICS = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
-# COCO's per-keypoint OKS sigmas are for the 17 person keypoints; other sets get one value.
-OTHER_KEYPOINT_SIGMA = 0.05
 
 
 @dataclass
@@ -48,7 +38,7 @@ def evaluate(output_uri: str, gt_uri: str, *, tasks: Optional[list[str]] = None,
             f"no processed frame of {output_uri} matches an image of {gt_uri} "
             "(matching: 'source'/'frame' fields, then file_name path or basename)"
         )
-    gt = _coco(gt_data)
+    gt = coco_index(gt_data)
     wanted = tasks or ["bbox", "segm", "keypoints"]
     metrics: dict = {
         "images": len(image_ids),
@@ -62,7 +52,7 @@ def evaluate(output_uri: str, gt_uri: str, *, tasks: Optional[list[str]] = None,
         if reason:
             metrics.setdefault("skipped", {})[task] = reason
             continue
-        values, text = _run(gt, gt_data, export.results, task, image_ids)
+        values, text = score(gt_data, export.results, task, image_ids=image_ids, gt=gt)
         metrics[task] = values
         blocks.append(f"{task}:\n{text}")
     return Evaluation(metrics=metrics, summary="\n".join(blocks))
@@ -81,70 +71,13 @@ def _cannot_evaluate(task: str, gt_data: dict, results: list[dict], predicted: s
     if task == "keypoints":
         if "keypoints" not in predicted:
             return "no keypoints in the output"
-        if not _keypoint_category_ids(gt_data):
+        if not keypoint_category_ids(gt_data):
             return "no keypoints in the ground truth"
         lengths = {len(r["keypoints"]) // 3 for r in results if "keypoints" in r}
-        if lengths != {_keypoint_count(gt_data)}:
-            return f"the output has {sorted(lengths)} keypoints per instance, the ground truth {_keypoint_count(gt_data)}"
+        if lengths != {keypoint_count(gt_data)}:
+            return f"the output has {sorted(lengths)} keypoints per instance, the ground truth {keypoint_count(gt_data)}"
         return None
     raise UsageError(f"unknown task {task!r}: choose bbox, segm or keypoints")
-
-
-def _keypoint_category_ids(gt_data: dict) -> list[int]:
-    return sorted({a["category_id"] for a in gt_data["annotations"] if a.get("num_keypoints", 0) > 0})
-
-
-def _coco(dataset: dict) -> COCO:
-    coco = COCO()
-    coco.dataset = dataset
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
-        coco.createIndex()
-    return coco
-
-
-def _run(gt: COCO, gt_data: dict, results: list[dict], task: str, image_ids: list[int]):
-    detections = _task_results(results, task, gt_data)
-    dt = _coco({"images": gt_data["images"], "categories": gt_data["categories"], "annotations": []})
-    if detections:
-        with contextlib.redirect_stdout(io.StringIO()):
-            dt = gt.loadRes(detections)
-    evaluator = COCOeval(gt, dt, iouType=task)
-    evaluator.params.imgIds = image_ids
-    if task == "keypoints":
-        evaluator.params.catIds = _keypoint_category_ids(gt_data)
-        count = _keypoint_count(gt_data)
-        if count != 17:
-            evaluator.params.kpt_oks_sigmas = np.full(count, OTHER_KEYPOINT_SIGMA)
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        evaluator.evaluate()
-        evaluator.accumulate()
-    summary = io.StringIO()
-    with contextlib.redirect_stdout(summary):
-        evaluator.summarize()
-    names = KEYPOINT_METRICS if task == "keypoints" else BOX_METRICS
-    values = {name: float(value) for name, value in zip(names, evaluator.stats)}
-    return values, summary.getvalue()
-
-
-def _task_results(results: list[dict], task: str, gt_data: dict) -> list[dict]:
-    """The results one task reads: boxes only, masks only (area from the mask), or keypoints."""
-    if task == "bbox":
-        keep = ("image_id", "category_id", "bbox", "score")
-        return [{k: r[k] for k in keep} for r in results]
-    if task == "segm":
-        keep = ("image_id", "category_id", "segmentation", "score")
-        return [{k: r[k] for k in keep} for r in results if "segmentation" in r]
-    categories = set(_keypoint_category_ids(gt_data))
-    keep = ("image_id", "category_id", "keypoints", "score")
-    return [{k: r[k] for k in keep} for r in results if "keypoints" in r and r["category_id"] in categories]
-
-
-def _keypoint_count(gt_data: dict) -> int:
-    for annotation in gt_data["annotations"]:
-        if annotation.get("num_keypoints", 0) > 0:
-            return len(annotation["keypoints"]) // 3
-    return 17
 
 
 def write_metrics(evaluation: Evaluation, uri: str) -> None:
