@@ -19,24 +19,6 @@ import torch
 _MAX_GROUPS = 7
 
 
-def encode(mask: np.ndarray) -> str:
-    """COCO counts string of one mask.
-
-    mask: (H, W) bool or integer array; non-zero is foreground.
-    """
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise ValueError(f"encode expects an (H, W) mask, got shape {mask.shape}")
-    flat = (mask != 0).T.reshape(-1)  # column-major order, as COCO
-    if flat.size == 0:
-        return ""
-    ends = np.flatnonzero(np.append(flat[1:] != flat[:-1], True)) + 1  # end of every run
-    runs = np.diff(ends, prepend=0)
-    if flat[0]:
-        runs = np.concatenate(([0], runs))  # COCO always starts with a (here empty) zero run
-    return _compress([runs])[0]
-
-
 def encode_batch_torch(masks: torch.Tensor) -> list[str]:
     """COCO counts strings of a batch of masks, computed where the masks are.
 
@@ -112,11 +94,6 @@ def decode(counts: str, height: int, width: int) -> np.ndarray:
     values = np.arange(len(runs), dtype=np.uint8) % 2  # runs alternate 0, 1, 0, ...
     flat = np.repeat(values, runs)
     return np.ascontiguousarray(flat.reshape(width, height).T)
-
-
-def area(counts: str, height: int, width: int) -> int:
-    """Number of foreground pixels of a COCO counts string (the odd runs)."""
-    return int(_runs_from_counts(counts)[1::2].sum())
 
 
 def _runs_from_counts(counts: str) -> np.ndarray:

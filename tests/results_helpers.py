@@ -12,8 +12,8 @@ import json
 from typing import Optional, Sequence
 
 import numpy as np
+from pycocotools import mask as coco_mask
 
-from maskray.models import rle
 from maskray.models.predictor import FramePrediction
 from maskray.pipeline.output import sink
 from maskray.pipeline import storage
@@ -53,7 +53,7 @@ def prediction(masks: Sequence[np.ndarray], category_ids: Sequence[int], scores:
         scores=np.asarray(scores, np.float32)[order],
         category_ids=ids,
         categories=[names.get(int(i), str(int(i))) for i in ids],
-        masks_rle=[rle.encode(m) for m in masks],
+        masks_rle=[coco_mask.encode(np.asfortranarray(m.astype(np.uint8)))["counts"].decode() for m in masks],
         mask_areas=np.array([int(m.sum()) for m in masks], np.int64),
         keypoints=None if keypoints is None else np.asarray(keypoints, np.float32)[order],
     )

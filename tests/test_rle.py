@@ -49,14 +49,6 @@ def edge_masks() -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("kind", ["real", "edge"])
-def test_numpy_encoder_matches_pycocotools(kind):
-    masks = real_masks() if kind == "real" else edge_masks()
-    for mask in masks:
-        assert rle.encode(mask) == reference(mask), mask.shape
-        assert rle.encode(mask.astype(np.uint8) * 255) == reference(mask)  # any non-zero is 1
-
-
-@pytest.mark.parametrize("kind", ["real", "edge"])
 def test_torch_encoder_matches_pycocotools_one_by_one_and_batched(kind):
     masks = real_masks() if kind == "real" else edge_masks()
     for mask in masks:
@@ -68,13 +60,11 @@ def test_torch_encoder_matches_pycocotools_one_by_one_and_batched(kind):
     assert encoded == [reference(m) for m in batch]
 
 
-def test_decode_and_area_invert_encode():
+def test_decode_inverts_pycocotools_encode():
     for mask in real_masks()[::3] + edge_masks():
-        counts = rle.encode(mask)
-        decoded = rle.decode(counts, *mask.shape)
+        decoded = rle.decode(reference(mask), *mask.shape)
         assert decoded.shape == mask.shape and decoded.dtype == np.uint8
         assert np.array_equal(decoded, mask.astype(np.uint8))
-        assert rle.area(counts, *mask.shape) == int(mask.sum())
 
 
 def test_degenerate_batches_and_bad_shapes():
@@ -82,9 +72,7 @@ def test_degenerate_batches_and_bad_shapes():
     assert rle.encode_batch_torch(torch.zeros((2, 0, 5), dtype=torch.bool)) == ["", ""]
     assert rle.decode("", 0, 4).shape == (0, 4)
     with pytest.raises(ValueError):
-        rle.decode(rle.encode(np.ones((3, 7), bool)), 7, 4)  # counts cover 21 pixels, not 28
-    with pytest.raises(ValueError):
-        rle.encode(np.zeros((2, 3, 4), bool))
+        rle.decode(reference(np.ones((3, 7), bool)), 7, 4)  # counts cover 21 pixels, not 28
     with pytest.raises(ValueError):
         rle.encode_batch_torch(torch.zeros((3, 4), dtype=torch.bool))
 
