@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from maskray.models.choices import DEVICES
 from maskray.models.errors import UsageError
 from maskray.models.registry import build_model
 from maskray.models.rle import encode_batch_torch
 
-from maskray.models.choices import DEVICES
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 

@@ -21,9 +21,8 @@ from torch import nn
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import MultiScaleRoIAlign, roi_align, roi_pool
 
-from maskray.models.errors import UsageError
-
 from maskray.models.choices import MASK_HEADS, MASK_LOSSES, ROI_OPS  # noqa: F401 (re-exported)
+from maskray.models.errors import UsageError
 
 
 class MultiScaleRoIPool(nn.Module):

@@ -20,8 +20,8 @@ from typing import BinaryIO, Iterator, Optional, Union
 import av
 import numpy as np
 
-from maskray.pipeline import storage
 from maskray.models.errors import first_line
+from maskray.pipeline import storage
 from maskray.pipeline.inputs.errors import DecodeError
 from maskray.pipeline.inputs.images import MAX_DECODE_PIXELS
 from maskray.pipeline.inputs.sampling import Sampling, plan_segments, sampled_frames  # noqa: F401 (re-exported)
