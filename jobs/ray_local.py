@@ -16,7 +16,9 @@ The one place maskray starts or joins Ray (`submit`, `train`, `ablate`, `demo`).
     it treats the machine as a single-machine platform, which `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`
     asks for. Ray reads that variable once, when `ray` is first imported, so this holds when
     the session is the first to import Ray in the process (the `maskray` command always is);
-    otherwise Ray's defaults stay and the token is what keeps other machines out.
+    otherwise Ray's defaults stay and the token is what keeps other machines out. (Once read,
+    it holds for the process: a later direct join of another machine's GCS from the same
+    Python process would announce this node as 127.0.0.1; use `ray://` or a new process.)
 """
 
 from __future__ import annotations
