@@ -54,18 +54,16 @@ def train_command(images, annotations, synthetic, output, address, **options):
     from maskray.jobs.training.train import TrainConfig, train
 
     if synthetic is not None:
-        from maskray.jobs.training.synthetic import synthetic_dataset
+        from maskray.jobs.training.synthetic import synthetic_training_data
 
         if images or annotations:
             raise click.UsageError("give --synthetic or --images/--annotations, not both")
-        made = synthetic_dataset(f"{output}/data/train", images=synthetic, seed=1)
-        images, annotations = str(made.images_dir), str(made.images_json)
-        if not options["val_images"]:  # a held-out set from another seed
-            held_out = synthetic_dataset(f"{output}/data/val", images=min(100, max(10, synthetic // 16)), seed=2)
-            options["val_images"], options["val_annotations"] = str(held_out.images_dir), str(held_out.images_json)
+        options.update(synthetic_training_data(output, images=synthetic, validation=not options["val_images"]))
     elif not (images and annotations):
         raise click.UsageError("give --images and --annotations (or --synthetic N)")
-    config = TrainConfig(images=images, annotations=annotations, output=output, **options)
+    else:
+        options.update(images=images, annotations=annotations)
+    config = TrainConfig(output=output, **options)
     train(config, address=address, echo=click.echo)
     return 0
 

@@ -32,3 +32,15 @@ def synthetic_dataset(folder, *, images: int, seed: int, videos: int = 0, frames
     except OSError as error:  # an unwritable folder is the user's choice of path, not a crash
         raise UsageError(f"cannot write synthetic data to {folder}: {error.strerror or error}") from None
     return made
+
+
+def synthetic_training_data(output, *, images: int, validation: bool = True) -> dict[str, str]:
+    """`maskray train --synthetic N`: a generated training set under OUT/data/train and, when
+    `validation`, a held-out set from another seed under OUT/data/val (about N/16 images).
+    Returns the TrainConfig fields naming them (images, annotations, val_images, val_annotations)."""
+    made = synthetic_dataset(Path(output) / "data" / "train", images=images, seed=1)
+    fields = {"images": str(made.images_dir), "annotations": str(made.images_json)}
+    if validation:
+        held_out = synthetic_dataset(Path(output) / "data" / "val", images=min(100, max(10, images // 16)), seed=2)
+        fields.update(val_images=str(held_out.images_dir), val_annotations=str(held_out.images_json))
+    return fields
