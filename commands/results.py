@@ -40,13 +40,15 @@ def query_command(output, sql, fmt, out_file, limit):
 
 @click.command("export")
 @click.argument("output")
-@click.option("--coco", "coco_file", required=True, metavar="FILE", help="Write COCO results JSON to FILE (a path or s3://...).")
+@click.option("--coco", "coco_file", metavar="FILE", help="Write COCO results JSON to FILE (a path or s3://...).")
+@click.option("--cityscapes", "cityscapes_dir", metavar="DIR",
+              help="Instead: write Cityscapes instance results (*_pred.txt + mask PNGs) to DIR.")
 @click.option("--gt", "gt_file", default=None, metavar="FILE",
               help="COCO annotations whose images give the image ids (matched by 'source'/'frame', then file_name).")
 @click.option("--images", "images_file", default=None, metavar="FILE",
               help="Without --gt: where the assigned images list goes (default: FILE with .images.json).")
 @click.option("--min-score", type=float, default=0.0, show_default=True, help="Leave out instances scored below.")
-def export_command(output, coco_file, gt_file, images_file, min_score):
+def export_command(output, coco_file, cityscapes_dir, gt_file, images_file, min_score):
     """Export instances as a COCO results file (bbox, segmentation RLE, keypoints).
 
     With --gt, image ids are those of the ground truth's images; instances of frames that
@@ -57,7 +59,16 @@ def export_command(output, coco_file, gt_file, images_file, min_score):
     Example:
       maskray export out/ --coco results.json --gt annotations.json
       maskray export out/ --coco results.json      # also writes results.images.json
+      maskray export out/ --cityscapes results/     # for the Cityscapes benchmark
     """
+    if bool(coco_file) == bool(cityscapes_dir):
+        raise click.UsageError("give one of --coco FILE or --cityscapes DIR")
+    if cityscapes_dir:
+        from maskray.pipeline.cityscapes.export import export_cityscapes
+        from maskray.pipeline.cityscapes.report import export_report
+
+        click.echo(export_report(export_cityscapes(output, cityscapes_dir, min_score=min_score), cityscapes_dir))
+        return 0
     from maskray.pipeline.coco.export import export_coco, images_path_for
 
     export = export_coco(output, coco_file, gt_uri=gt_file, images_uri=images_file, min_score=min_score)
@@ -72,13 +83,15 @@ def export_command(output, coco_file, gt_file, images_file, min_score):
 
 @click.command("eval")
 @click.argument("output")
-@click.option("--gt", "gt_file", required=True, metavar="FILE", help="COCO annotations JSON (a path or s3://...).")
+@click.option("--gt", "gt_file", metavar="FILE", help="COCO annotations JSON (a path or s3://...).")
+@click.option("--cityscapes", "cityscapes_root", metavar="ROOT", type=click.Path(),
+              help="Instead: a Cityscapes root (gtFine/); official instance-level AP of the images whose names match.")
 @click.option("--out", "metrics_file", default="metrics.json", show_default=True, metavar="FILE",
               help="Write the metrics as JSON to FILE.")
 @click.option("--task", "tasks", multiple=True, type=click.Choice(["bbox", "segm", "keypoints"]),
               help="Evaluate only these (repeatable; default: all the output and GT allow).")
 @click.option("--min-score", type=float, default=0.0, show_default=True, help="Leave out instances scored below.")
-def eval_command(output, gt_file, metrics_file, tasks, min_score):
+def eval_command(output, gt_file, cityscapes_root, metrics_file, tasks, min_score):
     """COCO AP/AR of an output against ground truth, with pycocotools' COCOeval.
 
     Evaluates boxes, masks and (where both sides have them) keypoints, on the GT images
@@ -87,7 +100,19 @@ def eval_command(output, gt_file, metrics_file, tasks, min_score):
     \b
     Example:
       maskray eval out/ --gt annotations.json --out metrics.json
+      maskray eval out/ --cityscapes ~/data/cityscapes
     """
+    if bool(gt_file) == bool(cityscapes_root):
+        raise click.UsageError("give one of --gt FILE or --cityscapes ROOT")
+    if cityscapes_root:
+        from maskray.pipeline.cityscapes.evaluate import evaluate_cityscapes, write_metrics
+        from maskray.pipeline.cityscapes.report import evaluation_report
+
+        evaluation = evaluate_cityscapes(output, cityscapes_root, min_score=min_score)
+        click.echo(evaluation_report(evaluation), nl=False)
+        write_metrics(evaluation, metrics_file)
+        click.echo(f"metrics written to {metrics_file}")
+        return 0
     from maskray.pipeline.coco.evaluate import evaluate, write_metrics
 
     evaluation = evaluate(output, gt_file, tasks=list(tasks) or None, min_score=min_score)

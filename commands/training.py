@@ -13,6 +13,8 @@ from maskray.models.choices import BACKBONES, MASK_HEADS, MASK_LOSSES, ROI_OPS
 @click.option("--synthetic", type=int,
               help="Instead of --images/--annotations: generate N synthetic shapes images (and a held-out set).")
 @click.option("--output", "-o", required=True, type=click.Path(), help="Folder for checkpoints, logs, model.pt, eval.json.")
+@click.option("--cityscapes", type=click.Path(), metavar="ROOT",
+              help="Instead: a Cityscapes root; train on its train split, official AP on val at the end.")
 @click.option("--val-images", type=click.Path(), help="Validation images folder (COCO AP at the end).")
 @click.option("--val-annotations", type=click.Path(), help="Validation annotations JSON.")
 @click.option("--model", default="demo", show_default=True, help="Registry model to train (see `maskray models`).")
@@ -37,7 +39,7 @@ from maskray.models.choices import BACKBONES, MASK_HEADS, MASK_LOSSES, ROI_OPS
 @click.option("--threads", type=int, default=1, show_default=True, help="Torch threads per CPU worker.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (initialisation, data order).")
 @click.option("--address", help="Ray cluster to join (auto, ray://HOST:10001); default: a local Ray.")
-def train_command(images, annotations, synthetic, output, address, **options):
+def train_command(images, annotations, synthetic, cityscapes, output, address, **options):
     """Train a model (or one of the paper's variants) on a COCO-format dataset with Ray Train.
 
     Data parallel, one worker per GPU (one CPU worker without GPUs). Checkpoints go to
@@ -50,10 +52,16 @@ def train_command(images, annotations, synthetic, output, address, **options):
       maskray train --synthetic 1600 --output out/shapes --steps 2000
       maskray train --images coco/train2017 --annotations coco/instances_train2017.json \\
           --model maskrcnn_resnet50_fpn --backbone resnet101 --roi-op pool --output out/r101
+      maskray train --cityscapes ~/data/cityscapes --model maskrcnn_resnet50_fpn --min-size 1024 \\
+          --max-size 2048 --output out/city
     """
     from maskray.jobs.training.train import TrainConfig, train
 
-    if synthetic is not None:
+    if cityscapes:
+        if images or annotations or synthetic is not None or options["val_images"]:
+            raise click.UsageError("--cityscapes brings its own data: leave out --images/--annotations/--synthetic/--val-*")
+        options.update(images=None, annotations=None, cityscapes=cityscapes)
+    elif synthetic is not None:
         from maskray.jobs.training.synthetic import synthetic_training_data
 
         if images or annotations:

@@ -33,8 +33,8 @@ RUN_NAME = "run"
 class TrainConfig:
     """A training run; paths are local folders (the output must be reachable by every worker)."""
 
-    images: str
-    annotations: str
+    images: str | None  # None with `cityscapes`
+    annotations: str | None
     output: str
     val_images: str | None = None
     val_annotations: str | None = None
@@ -60,6 +60,7 @@ class TrainConfig:
     threads: int = 1  # torch threads per CPU worker (one avoids spin-waits on busy cores)
     loader_workers: int = 0
     amp: bool = True  # bf16 autocast on CUDA
+    cityscapes: str | None = None  # a Cityscapes root: train on its train split, score on val
 
     def validate(self) -> None:
         get_spec(self.model)
@@ -69,8 +70,12 @@ class TrainConfig:
                                      (self.mask_head, "--mask-head", MASK_HEADS)):
             if value not in choices:
                 raise UsageError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
-        for path in (self.images, self.annotations):
-            if not Path(path).exists():
+        if self.cityscapes:
+            from maskray.pipeline.cityscapes.files import ground_truth_index
+
+            ground_truth_index(self.cityscapes, ["train"])  # a UsageError when it is not one
+        for path in () if self.cityscapes else (self.images, self.annotations):
+            if not path or not Path(path).exists():
                 raise UsageError(f"training data not found: {path}")
         if (self.val_images is None) != (self.val_annotations is None):
             raise UsageError("give both --val-images and --val-annotations, or neither")
@@ -142,8 +147,8 @@ def train(config: TrainConfig, *, address: str | None = None, echo=print) -> dic
     if resume is not None:
         echo(f"resuming from {resume}")
     loop_config = dict(asdict(config), output=str(output),
-                       images=str(Path(config.images).resolve()),
-                       annotations=str(Path(config.annotations).resolve()),
+                       **{name: str(Path(getattr(config, name)).resolve())
+                          for name in ("images", "annotations", "cityscapes") if getattr(config, name)},
                        resume_from=str(resume) if resume else None)
     echo(f"training {config.model} for {config.steps} steps; losses and timings in {output / 'train_log.jsonl'}")
     # Workers' console lines stay out of the terminal: a failure comes back from fit() with its
@@ -157,7 +162,11 @@ def train(config: TrainConfig, *, address: str | None = None, echo=print) -> dic
     summary = {"model": str(output / "model.pt"), "checkpoint": str(final),
                "metrics": dict(result.metrics or {})}
     echo(f"model written to {output / 'model.pt'}")
-    if config.val_images:
+    if config.cityscapes:
+        from maskray.jobs.training.cityscapes_validate import validate_run
+
+        summary.update(validate_run(config, output, echo))
+    elif config.val_images:
         from maskray.jobs.training.validate import evaluate_weights
 
         scores = evaluate_weights(str(output / "model.pt"), config.val_images, config.val_annotations,

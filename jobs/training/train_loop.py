@@ -37,6 +37,16 @@ def build_training_model(config: dict, dataset: CocoDataset) -> torch.nn.Module:
     return model.train()
 
 
+def training_dataset(config: dict):
+    """The run's data: a Cityscapes root's train split, or a COCO dataset (images without
+    instances left out)."""
+    if config.get("cityscapes"):
+        from maskray.jobs.training.cityscapes_dataset import CityscapesDataset
+
+        return CityscapesDataset(config["cityscapes"], "train")
+    return CocoDataset(config["images"], config["annotations"], skip_empty=True)
+
+
 def _has_keypoints(name: str) -> bool:
     from maskray.models.specs import get_spec
 
@@ -83,7 +93,7 @@ def train_loop_per_worker(config: dict) -> None:
     torch.manual_seed(config["seed"] + rank)
     device = ray.train.torch.get_device()
 
-    dataset = CocoDataset(config["images"], config["annotations"], skip_empty=True)
+    dataset = training_dataset(config)
     sampler = (torch.utils.data.DistributedSampler(dataset, world, rank, shuffle=True, seed=config["seed"])
                if world > 1 else None)
     generator = torch.Generator().manual_seed(config["seed"])
