@@ -104,7 +104,8 @@ def build_model(
                 module.eps = 0.0
     model.eval()
     model.maskray_spec = replace(
-        spec, categories=dict(recipe.categories), keypoint_names=tuple(recipe.keypoint_names)
+        spec, categories=dict(recipe.categories), keypoint_names=tuple(recipe.keypoint_names),
+        tasks=tuple(t for t in spec.tasks if t != "keypoints" or recipe.keypoint_names),
     )
     model.maskray_recipe = recipe
     return model, loaded.weights_id
@@ -126,7 +127,8 @@ def _recipe(spec, num_classes, categories, keypoint_names, backbone, variants) -
     if keypoint_names is not None and "keypoints" not in spec.tasks:
         raise UsageError(f"model {spec.name} has no keypoint head; keypoint names do not apply")
     names = tuple(spec.keypoint_names if keypoint_names is None else keypoint_names)
-    if "keypoints" in spec.tasks and not names:
+    # The compact family leaves its keypoint branch out when there are no names (data without keypoints).
+    if "keypoints" in spec.tasks and not names and spec.family != "compact":
         raise UsageError(f"model {spec.name} needs at least one keypoint name")
     extra = copy.deepcopy(COMPACT_DEFAULTS) if spec.family == "compact" else {}
     return Recipe(spec.name, backbone or spec.backbone, num_classes, categories, names,

@@ -30,7 +30,9 @@ def build_training_model(config: dict, dataset: CocoDataset) -> torch.nn.Module:
         config["model"], "none", seed=config["seed"],
         min_size=config["min_size"], max_size=config["max_size"],
         categories=dataset.categories, num_classes=max(dataset.categories) + 1,
-        keypoint_names=dataset.keypoint_names or None if _has_keypoints(config["model"]) else None,
+        # Data without keypoints: no names, so a compact model is built without its keypoint branch.
+        keypoint_names=(tuple(dataset.keypoint_names) if dataset.with_keypoints else ())
+        if _has_keypoints(config["model"]) else None,
         backbone=config.get("backbone"), roi_op=config["roi_op"],
         mask_loss=config["mask_loss"], mask_head=config["mask_head"],
     )

@@ -15,27 +15,42 @@ from __future__ import annotations
 import json
 import os
 import sys
+import types
+
+import numpy
 
 REQUEST, RESULT, CACHE = "request.json", "result.json", "gtInstances.json"
 
 
-def _numpy_compatibility(official) -> None:
-    """Two spots where the official script (2.3.0) predates NumPy 2.x, mended in this child only.
+class _NumpyForTheOfficialScript(types.ModuleType):
+    """NumPy as the official script (2.3.0, written before NumPy 2) expects it, for its module only.
 
-    It calls `np.in1d`, which NumPy 2.4 removed (`isin` on the flattened array is what it was),
-    and its JSON writer fails on the NumPy integers that `np.count_nonzero` now returns.
+    - `in1d`, which NumPy 2.4 removed: `isin` on the flattened array is what it was.
+    - `cumsum` of nothing gives [0]: for a class with ground truth and predictions where no
+      prediction matched and every unmatched one was ignored (void or group pixels), the script
+      indexes the last element of an empty cumulative sum and fails; with [0] it goes on to
+      the AP that case has, 0.
+    Everything else is NumPy itself.
     """
-    import numpy as np
 
-    if not hasattr(np, "in1d"):
-        np.in1d = lambda values, tests, **options: np.isin(np.ravel(values), tests, **options)
+    def __getattr__(self, name):
+        return getattr(numpy, name)
 
-    def write_json(data, file_name):
-        with open(file_name, "w") as stream:
-            stream.write(json.dumps(data, default=lambda o: o.item() if isinstance(o, np.generic) else o.__dict__,
-                                    sort_keys=True, indent=4))
+    @staticmethod
+    def in1d(values, tests, **options):
+        return numpy.isin(numpy.ravel(values), tests, **options)
 
-    official.writeDict2JSON = write_json
+    @staticmethod
+    def cumsum(values, *args, **options):
+        total = numpy.cumsum(values, *args, **options)
+        return total if total.size else numpy.zeros(1, total.dtype)
+
+
+def _write_json(data, file_name) -> None:
+    """The script's JSON writer, also for the NumPy integers `np.count_nonzero` now returns."""
+    with open(file_name, "w") as stream:
+        stream.write(json.dumps(data, default=lambda o: o.item() if isinstance(o, numpy.generic) else o.__dict__,
+                                sort_keys=True, indent=4))
 
 
 def run(workdir: str) -> dict:
@@ -44,7 +59,8 @@ def run(workdir: str) -> dict:
         request = json.load(stream)
     from cityscapesscripts.evaluation import evalInstanceLevelSemanticLabeling as official
 
-    _numpy_compatibility(official)
+    official.np = _NumpyForTheOfficialScript("numpy")
+    official.writeDict2JSON = _write_json
 
     args = official.CArgs()
     vars(args).update(vars(official.args))  # the official defaults (overlaps, region sizes, ...)
