@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw
 from maskray.models.errors import UsageError
 from maskray.pipeline.cityscapes import files
 from maskray.pipeline.cityscapes.ground_truth import instance_png_bytes
-from maskray.pipeline.cityscapes.labels import COLORS, INSTANCE_ID_FACTOR, LABEL_IDS, OFFICIAL_IDS
+from maskray.pipeline.cityscapes.labels import COLORS, HAS_INSTANCES, INSTANCE_ID_FACTOR, OFFICIAL_IDS
 
 CITIES = {"train": ("aachen", "bochum"), "val": ("frankfurt",), "test": ("berlin",)}
 
@@ -108,7 +108,7 @@ def _pixel_id(label: str, counts: dict[str, int]) -> int:
     """A polygon's value in the instanceIds image: groups and stuff their label id, instances id*1000+n."""
     base = label[: -len("group")] if label.endswith("group") and label not in OFFICIAL_IDS else label
     value = OFFICIAL_IDS[base]
-    if base in LABEL_IDS and base == label:
+    if base in HAS_INSTANCES and base == label:
         value = value * INSTANCE_ID_FACTOR + counts.get(base, 0)
         counts[base] = counts.get(base, 0) + 1
     return value

@@ -58,8 +58,7 @@ def write_predictions(folder: str, core: str, instances: Iterable[tuple[np.ndarr
     Returns the number of instances written (empty masks are left out).
     """
     lines = []
-    for mask in instances:
-        binary, label_id, score = mask
+    for binary, label_id, score in instances:
         if not np.any(binary):
             continue
         name = f"{MASKS_FOLDER}/{core}_{len(lines):03d}.png"

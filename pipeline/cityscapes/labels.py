@@ -20,6 +20,7 @@ LABEL_IDS: dict[str, int] = {name: label_id for label_id, name in INSTANCE_LABEL
 # Official colours, used by the synthetic generator for pictures a model can learn from.
 COLORS: dict[str, tuple[int, int, int]] = {label.name: tuple(label.color) for label in _official_labels}
 OFFICIAL_IDS: dict[str, int] = {label.name: label.id for label in _official_labels}
+HAS_INSTANCES: frozenset[str] = frozenset(label.name for label in _official_labels if label.hasInstances)
 
 INSTANCE_ID_FACTOR = 1000  # instance pixel value = label id * 1000 + instance number
 
