@@ -49,7 +49,7 @@ def query_command(output, sql, fmt, out_file, limit):
               help="Without --gt: where the assigned images list goes (default: FILE with .images.json).")
 @click.option("--min-score", type=float, default=0.0, show_default=True, help="Leave out instances scored below.")
 def export_command(output, coco_file, cityscapes_dir, gt_file, images_file, min_score):
-    """Export instances as a COCO results file (bbox, segmentation RLE, keypoints).
+    """Export instances as a COCO results file (bbox, segmentation RLE, keypoints), or Cityscapes results.
 
     With --gt, image ids are those of the ground truth's images; instances of frames that
     match no GT image are counted and skipped. Without it, ids are assigned 1.. in
@@ -92,7 +92,7 @@ def export_command(output, coco_file, cityscapes_dir, gt_file, images_file, min_
               help="Evaluate only these (repeatable; default: all the output and GT allow).")
 @click.option("--min-score", type=float, default=0.0, show_default=True, help="Leave out instances scored below.")
 def eval_command(output, gt_file, cityscapes_root, metrics_file, tasks, min_score):
-    """COCO AP/AR of an output against ground truth, with pycocotools' COCOeval.
+X
 
     Evaluates boxes, masks and (where both sides have them) keypoints, on the GT images
     that the output's processed frames match, so a partial run is not scored as misses.
