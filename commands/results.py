@@ -92,7 +92,7 @@ def export_command(output, coco_file, cityscapes_dir, gt_file, images_file, min_
               help="Evaluate only these (repeatable; default: all the output and GT allow).")
 @click.option("--min-score", type=float, default=0.0, show_default=True, help="Leave out instances scored below.")
 def eval_command(output, gt_file, cityscapes_root, metrics_file, tasks, min_score):
-X
+    """COCO AP/AR of an output against ground truth (pycocotools), or Cityscapes AP (its official scripts).
 
     Evaluates boxes, masks and (where both sides have them) keypoints, on the GT images
     that the output's processed frames match, so a partial run is not scored as misses.
