@@ -38,6 +38,8 @@ class CocoWriter:
                 "keypoints": keypoints,
                 "num_keypoints": len(self.keypoint_names),
             })
+            if getattr(instance, "track_id", None) is not None:  # video ground truth: one id per object
+                self.annotations[-1]["track_id"] = int(instance.track_id)
 
     def to_dict(self) -> dict:
         return {

@@ -18,6 +18,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -39,6 +40,7 @@ class Shape:
     vx: float = 0.0
     vy: float = 0.0
     spin: float = 0.0
+    identity: Optional[int] = None  # the same number in every frame of a video (ground-truth track)
 
     def polygon(self) -> list[tuple[float, float]]:
         """Vertices of a square or triangle (circles are drawn as ellipses)."""
@@ -58,6 +60,7 @@ class Instance:
     category_id: int
     mask: np.ndarray
     keypoints: np.ndarray = field(default=None)
+    track_id: Optional[int] = None  # a video's shape keeps its id in every frame
 
 
 def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
@@ -149,7 +152,7 @@ def _compose(rng: np.random.Generator, background: np.ndarray, shapes: list[Shap
         shade = rng.normal(0, 6, size=(int(visible.sum()), 3))
         image[visible] = np.asarray(shape.colour, dtype=np.float32) + shade
     instances = [
-        Instance(shape.category_id, visible, extreme_points(visible))
+        Instance(shape.category_id, visible, extreme_points(visible), shape.identity)
         for shape, visible in masks[::-1] if visible.sum() >= MIN_VISIBLE_PIXELS
     ]
     rgb = np.asarray(Image.fromarray(image.clip(0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.6)))
@@ -194,6 +197,8 @@ def render_video(rng: np.random.Generator, num_frames: int, width: int = 256, he
     """Frames of moving, spinning shapes over a fixed background, with per-frame instances."""
     background = _background(rng, width, height)
     shapes = _place_shapes(rng, width, height, background, max_shapes)
+    for identity, shape in enumerate(shapes, start=1):
+        shape.identity = identity
     frames, truths = [], []
     for _ in range(num_frames):
         rgb, instances = _compose(rng, background, shapes)
