@@ -14,7 +14,9 @@ from maskray.models.choices import PRECISIONS
 @click.option("--weights", default="coco", show_default=True, help="coco | none | demo | PATH to a state dict.")
 @click.option("--min-size", type=int, help="Shorter side the model resizes to (default: the model's).")
 @click.option("--max-size", type=int, help="Longest side limit after resizing (default: the model's).")
-@click.option("--score-threshold", type=float, default=0.5, show_default=True, help="Keep instances scoring at least this.")
+@click.option("--score-threshold", default="0.5", show_default=True,
+              help="Keep instances scoring at least this; per class: person=0.7,car=0.5,0.4 (the last is the default).")
+@click.option("--classes", help="Keep only these categories (names or ids): person,car.")
 @click.option("--mask-threshold", type=float, default=0.5, show_default=True, help="Mask probability that counts as foreground.")
 @click.option("--max-instances", type=int, default=100, show_default=True, help="At most this many instances per frame.")
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Frames per model call.")
@@ -27,6 +29,16 @@ from maskray.models.choices import PRECISIONS
 @click.option("--fps", type=float, help="Video: about F frames per second.")
 @click.option("--keyframes", is_flag=True, help="Video: keyframes only.")
 @click.option("--segment-seconds", type=float, help="Video: shard length in seconds (default: automatic).")
+@click.option("--track/--no-track", default=True, show_default=True,
+              help="Video: give instances a track_id, stable across segments (costs well under 1% of a worker's time).")
+@click.option("--track-high-score", type=float, default=0.7, show_default=True,
+              help="Tracker: detections scoring this are matched first; lower ones only extend tracks.")
+@click.option("--track-match-iou", type=float, default=0.3, show_default=True,
+              help="Tracker: least mask/box IoU to continue a track.")
+@click.option("--track-low-match-iou", type=float, default=0.5, show_default=True,
+              help="Tracker: least IoU for a low-scoring detection to continue a track.")
+@click.option("--track-max-gap", type=int, default=10, show_default=True,
+              help="Tracker: processed frames a track survives without a detection.")
 @click.option("--address", help="Ray cluster: auto, ray://HOST:10001, or http://HOST:8265 (Jobs API). "
               "Default: an embedded Ray on this machine.")
 @click.option("--overwrite", is_flag=True, help="Replace a different job already in OUT.")
@@ -46,6 +58,11 @@ def submit_command(sources, output, address, overwrite, wait, **options):
     from maskray.jobs.local import run_job
     from maskray.jobs.spec import JobSpec
 
+    from maskray.pipeline.tracking.tracker import TrackerConfig
+
+    defaults = TrackerConfig().to_dict()
+    tracker = {name: options.pop(f"track_{name}") for name in list(defaults) if f"track_{name}" in options}
+    options["tracker"] = {k: v for k, v in tracker.items() if v != defaults[k]}  # only what was changed
     spec = JobSpec(sources=list(sources), output=output, **options)
     return run_job(spec, address, overwrite=overwrite, wait=wait)
 

@@ -16,14 +16,16 @@ from typing import Optional
 
 from maskray.jobs.uri_credentials import refuse_credentials
 from maskray.models.choices import PRECISIONS
+from maskray.models.class_filter import build_class_filter, parse_classes, parse_score_thresholds
 from maskray.models.errors import UsageError
+from maskray.models.specs import get_spec
 from maskray.pipeline import storage
 
 # Fields that change what is written: a different value on an existing output is refused.
 RESULT_FIELDS = (
     "sources", "model", "weights", "min_size", "max_size", "score_threshold",
     "mask_threshold", "max_instances", "precision", "every", "fps", "keyframes",
-    "segment_seconds",
+    "segment_seconds", "classes", "class_thresholds", "track", "tracker",
 )
 
 
@@ -52,6 +54,10 @@ class JobSpec:
     fps: Optional[float] = None
     keyframes: bool = False
     segment_seconds: Optional[float] = None  # None: cut so every worker stays busy
+    classes: Optional[list] = None  # category names or ids to keep (None: all)
+    class_thresholds: dict = field(default_factory=dict)  # category -> score threshold
+    track: bool = True  # video: track ids across frames and segments
+    tracker: dict = field(default_factory=dict)  # TrackerConfig fields that differ from defaults
     extra: dict = field(default_factory=dict)  # room for options a later version adds
 
     def __post_init__(self):
@@ -62,6 +68,11 @@ class JobSpec:
         refuse_credentials(str(self.weights), "--weights")
         self.sources = [normalise_uri(s) for s in self.sources]
         self.output = normalise_uri(self.output)
+        if isinstance(self.score_threshold, str):  # "person=0.7,car=0.5,0.4": the last is the default
+            default, per_class = parse_score_thresholds(self.score_threshold)
+            self.score_threshold, self.class_thresholds = default, {**self.class_thresholds, **per_class}
+        if isinstance(self.classes, str):
+            self.classes = parse_classes(self.classes)
         # A local weights file is named by its absolute path so workers anywhere resolve it.
         if self.weights not in ("coco", "none", "demo") and os.path.exists(self.weights):
             self.weights = os.path.abspath(self.weights)
@@ -101,6 +112,8 @@ class JobSpec:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise UsageError(f"--{name.replace('_', '-')} must be between 0 and 1, got {value}")
+        self._validate_classes()
+        self._validate_tracker()
         if self.precision not in PRECISIONS:
             raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision}")
         if self.precision != "fp32":
@@ -109,6 +122,27 @@ class JobSpec:
             if check_local_device and not _cuda_available():
                 raise UsageError(f"--precision {self.precision} needs CUDA, which this machine lacks; use fp32")
         return self
+
+    def _validate_classes(self) -> None:
+        if self.classes is None and not self.class_thresholds:
+            return
+        categories = get_spec(self.model).categories  # UsageError for an unknown model
+        build_class_filter(categories, classes=self.classes, score_threshold=self.score_threshold,
+                           class_thresholds=self.class_thresholds)
+
+    def _validate_tracker(self) -> None:
+        from maskray.pipeline.tracking.tracker import TrackerConfig
+
+        known = set(TrackerConfig().to_dict())
+        for name, value in self.tracker.items():
+            if name not in known:
+                raise UsageError(f"unknown tracker setting {name!r}; choose from: {', '.join(sorted(known))}")
+        config = TrackerConfig(**self.tracker)
+        for name in ("high_score", "match_iou", "low_match_iou"):
+            if not 0.0 <= getattr(config, name) <= 1.0:
+                raise UsageError(f"--track-{name.replace('_', '-')} must be between 0 and 1, got {getattr(config, name)}")
+        if not isinstance(config.max_gap, int) or config.max_gap < 0:
+            raise UsageError(f"--track-max-gap must be 0 or a positive number of frames, got {config.max_gap}")
 
     # ---- identity ---------------------------------------------------------------------------
     def fingerprint(self) -> str:

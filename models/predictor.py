@@ -16,9 +16,11 @@ import numpy as np
 import torch
 
 from maskray.models.choices import DEVICES
+from maskray.models.class_filter import build_class_filter
 from maskray.models.errors import UsageError
 from maskray.models.registry import build_model
 from maskray.models.rle import encode_batch_torch
+from maskray.models.specs import get_spec
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -38,6 +40,8 @@ class PredictorConfig:
     precision: str = "fp32"  # fp32 | fp16 | bf16 (the latter two on CUDA only)
     seed: int = 0  # initialisation of `none` weights
     proposals: int | None = None  # region proposals per image; fewer is faster (None: model's)
+    classes: tuple | None = None  # category names or ids to keep (None: all)
+    class_thresholds: tuple = ()  # ((category name or id, threshold), ...) over score_threshold
 
 
 @dataclass
@@ -76,13 +80,16 @@ class Predictor:
             raise UsageError(
                 f"precision {config.precision} needs a CUDA GPU; on the CPU use --precision fp32"
             )
+        self.class_filter = build_class_filter(
+            get_spec(config.model).categories, classes=config.classes,
+            score_threshold=config.score_threshold, class_thresholds=dict(config.class_thresholds))
         model, self.weights_id = build_model(
             config.model,
             config.weights,
             seed=config.seed,
             min_size=config.min_size,
             max_size=config.max_size,
-            score_threshold=config.score_threshold,
+            score_threshold=self.class_filter.lowest_threshold,
             max_instances=config.max_instances,
             proposals=config.proposals,
         )
@@ -120,7 +127,7 @@ class Predictor:
 
     def _convert(self, output: dict[str, torch.Tensor], height: int, width: int) -> FramePrediction:
         scores = output["scores"].float()
-        keep = scores >= self.config.score_threshold
+        keep = self.class_filter.keep(output["labels"], scores)
         order = torch.argsort(torch.where(keep, scores, -1.0), descending=True, stable=True)
         order = order[: int(keep.sum())][: self.config.max_instances]
         labels = output["labels"][order].cpu().numpy().astype(np.int32)

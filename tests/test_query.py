@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from maskray.pipeline import storage
-from maskray.pipeline.output.reader import decode_masks, open_output
+from maskray.pipeline.output.reader import INSTANCES_COLUMNS, decode_masks, open_output
 from maskray.pipeline.output.schema import FRAMES_SCHEMA, INSTANCES_SCHEMA, FrameRef
 from results_helpers import (ellipse, empty_prediction, prediction, rectangle,
                              run_maskray, write_output, write_shard)
@@ -87,7 +87,7 @@ def test_an_output_without_commits_gives_empty_views_with_the_schema(tmp_path, c
     write_output(out, [], shard_size=1)  # _job.json only: the job has not committed anything yet
     output = open_output(out)
     assert output.sql("SELECT count(*) AS n FROM instances").to_pylist() == [{"n": 0}]
-    assert output.sql("SELECT * FROM instances").schema.names == INSTANCES_SCHEMA.names
+    assert output.sql("SELECT * FROM instances").schema.names == INSTANCES_COLUMNS
     assert output.sql("SELECT * FROM frames").schema.names == FRAMES_SCHEMA.names
     code, out_text, _ = run_maskray(["query", out, "SELECT source, count(*) FROM frames GROUP BY 1"], capsys)
     assert code == 0 and out_text.strip().endswith("(0 rows)")

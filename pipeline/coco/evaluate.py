@@ -18,6 +18,7 @@ from maskray.pipeline.coco.export import coco_results
 from maskray.pipeline.coco.matching import load_ground_truth
 from maskray.pipeline.coco.scoring import coco_index, keypoint_category_ids, keypoint_count, score
 from maskray.pipeline.output.reader import open_output, write_file
+from maskray.pipeline.tracking.evaluate import evaluate_tracks
 
 
 @dataclass
@@ -55,6 +56,12 @@ def evaluate(output_uri: str, gt_uri: str, *, tasks: Optional[list[str]] = None,
         values, text = score(gt_data, export.results, task, image_ids=image_ids, gt=gt)
         metrics[task] = values
         blocks.append(f"{task}:\n{text}")
+    tracks = evaluate_tracks(output, gt_data, min_score=min_score)
+    if tracks is not None:  # videos whose ground truth carries identities: MOTA, IDF1, HOTA
+        metrics["tracks"] = tracks
+        blocks.append("tracks: " + ", ".join(f"{k} {tracks[k]:.3f}" for k in ("MOTA", "IDF1", "HOTA"))
+                      + f" ({tracks['videos']} videos, {tracks['gt_tracks']} objects, "
+                      f"{tracks['predicted_tracks']} predicted tracks, {tracks['IDSW']} id switches)\n")
     return Evaluation(metrics=metrics, summary="\n".join(blocks))
 
 

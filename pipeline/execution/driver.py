@@ -23,6 +23,8 @@ from maskray.pipeline.execution.progress import Progress
 from maskray.pipeline.inputs.shards import plan_shards
 from maskray.pipeline.inputs.listing import list_media
 from maskray.pipeline.inputs.video import Sampling
+from maskray.pipeline.tracking.segment import HEAD_FRAMES
+from maskray.pipeline.tracking.track_ids import stitch_job
 from maskray.pipeline.execution.worker_pool import WorkerPool, error_line, is_ray_error, placement_text, pool_size
 
 MAX_ATTEMPTS = 3
@@ -100,6 +102,7 @@ def _run(spec, media, manifest, connect, stream, terminal) -> JobOutcome:
         progress.close()
         progress.log("every shard is already committed: nothing to do")
 
+    stitch_job(output, shards, committed)  # track ids, once per video (kept on a re-run)
     errors = sum(r.get("errors", 0) for r in committed.values())
     summary = {
         "job_id": manifest["job_id"],
@@ -164,7 +167,9 @@ def _plan(spec, media, manifest: dict) -> list:
     """Shards of the job (the same inputs and `plan_workers` give the same shards); records
     their count and total frames in `_job.json`."""
     sampling = Sampling(every=spec.every, fps=spec.fps, keyframes=bool(spec.keyframes))
-    shards = plan_shards(media, sampling, spec.segment_seconds, int(manifest["plan_workers"]))
+    lookahead = HEAD_FRAMES if getattr(spec, "track", False) else 0
+    shards = plan_shards(media, sampling, spec.segment_seconds, int(manifest["plan_workers"]),
+                         lookahead=lookahead)
     manifest.update(shards=len(shards), frames=sum(s.expected_frames for s in shards))
     sink.write_job(spec.output, manifest)
     return shards

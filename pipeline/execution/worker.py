@@ -38,7 +38,7 @@ class ShardWorker:
     """Holds one Predictor; `process(shard)` decodes, predicts, writes and commits a shard."""
 
     def __init__(self, predictor_config: dict, output: str, job_id: str, batch_size: int,
-                 force_cpu: bool = False):
+                 force_cpu: bool = False, tracking: Optional[dict] = None):
         from maskray.models.errors import MaskrayError
         from maskray.models.predictor import Predictor, PredictorConfig
 
@@ -58,6 +58,7 @@ class ShardWorker:
         self.job_id = job_id
         self.batch_size = max(1, int(batch_size))
         self.model_name = predictor_config.get("model")
+        self.tracking = tracking  # TrackerConfig fields: video segments are tracked; None: off
         # pyarrow imports pandas on its first pa.array() (about 1 s): pay that while the
         # replica starts, not inside its first shard.
         pa.array([0])
@@ -93,6 +94,8 @@ class ShardWorker:
         pending_refs: list[FrameRef] = []
         pending_rgb: list[np.ndarray] = []
         pending_geometry: list = []  # how each array maps back to its frame's own pixels
+        tracking = _segment_tracking(shard, self.tracking)
+        lookahead = set(getattr(shard, "lookahead", ()))
 
         def flush() -> None:
             if not pending_refs:
@@ -101,9 +104,15 @@ class ShardWorker:
             predictions = self.predictor.predict(pending_rgb)
             predictions = [restore(p, g) for p, g in zip(predictions, pending_geometry)]
             timings["infer_s"] += time.time() - began
-            instances, frames = predictions_to_batches(pending_refs, predictions, shard.id)
+            refs, tracks = pending_refs, None
+            if tracking is not None:  # every frame, in order; lookahead frames are not written
+                tracks = [tracking.track(r.frame, p) for r, p in zip(pending_refs, predictions)]
+                own = [i for i, r in enumerate(pending_refs) if r.frame not in lookahead]
+                refs = [pending_refs[i] for i in own]
+                predictions, tracks = [predictions[i] for i in own], [tracks[i] for i in own]
+            instances, frames = predictions_to_batches(refs, predictions, shard.id, tracks)
             writer.add(instances, frames)
-            counts["frames"] += len(pending_refs)
+            counts["frames"] += len(refs)
             counts["instances"] += instances.num_rows
             pending_refs.clear()
             pending_rgb.clear()
@@ -136,7 +145,19 @@ class ShardWorker:
             "worker": self.describe(),
             "timings": timings,
         }
+        if tracking is not None:  # what stitching needs, and the tracker's share of the time
+            record["tracks"] = tracking.record()
         return writer.commit(record)
+
+
+def _segment_tracking(shard, settings: Optional[dict]):
+    """The tracker of a video segment, or None (images, a planning error, tracking off)."""
+    if settings is None or shard.kind != "video" or shard.planning_error:
+        return None
+    from maskray.pipeline.tracking.segment import SegmentTracking
+    from maskray.pipeline.tracking.tracker import TrackerConfig
+
+    return SegmentTracking(shard.id, shard.start_frame, shard.end_frame, TrackerConfig(**settings))
 
 
 def _decode_ahead(shard, batch_size: int, timings: dict) -> Iterator[Union[tuple, FrameError]]:

@@ -49,7 +49,16 @@ def predictor_config(spec) -> dict:
         "max_size": spec.max_size, "score_threshold": spec.score_threshold,
         "mask_threshold": spec.mask_threshold, "max_instances": spec.max_instances,
         "precision": spec.precision,
+        "classes": tuple(spec.classes) if getattr(spec, "classes", None) else None,
+        "class_thresholds": tuple(sorted((getattr(spec, "class_thresholds", None) or {}).items())),
     }
+
+
+def tracking_config(spec) -> Optional[dict]:
+    """The tracker's settings for the workers, or None when tracking is off."""
+    if not getattr(spec, "track", False):
+        return None
+    return dict(getattr(spec, "tracker", None) or {})
 
 
 class WorkerPool:
@@ -64,7 +73,8 @@ class WorkerPool:
         if os.environ.get(TEST_PID_DIR_ENV):  # test-only fault injection, see pipeline/worker.py
             options["runtime_env"] = {"env_vars": {TEST_PID_DIR_ENV: os.environ[TEST_PID_DIR_ENV]}}
         self._cls = ray.remote(ShardWorker).options(**options)
-        self._args = (predictor_config(spec), spec.output, job_id, spec.batch_size, bool(spec.cpu))
+        self._args = (predictor_config(spec), spec.output, job_id, spec.batch_size, bool(spec.cpu),
+                      tracking_config(spec))
         self._idle = [self._new() for _ in range(size)]
         self._all = list(self._idle)
 

@@ -64,9 +64,11 @@ def _decode_video(shard) -> Iterator[Item]:
     uri = shard.uris[0]
     index = shard.video_index()
     wanted = sorted(shard.frames)
+    ahead = tuple(getattr(shard, "lookahead", ()))  # tracked, never written: no error rows
+    end = ahead[-1] + 1 if ahead else shard.end_frame
     done: set[int] = set()
     try:
-        for decoded in decode_segment(uri, index, shard.start_frame, shard.end_frame, wanted,
+        for decoded in decode_segment(uri, index, shard.start_frame, end, wanted + list(ahead),
                                       images.MAX_DECODE_PIXELS):
             done.add(decoded.frame)
             rgb, geometry = fit(decoded.rgb, decoded.width, decoded.height)
@@ -74,7 +76,7 @@ def _decode_video(shard) -> Iterator[Item]:
     except Exception as error:  # the video broke: keep what was decoded, record the rest
         missing = [frame for frame in wanted if frame not in done]
         yield from _errors(uri, missing, index.time, error)
-        if not missing:
+        if not missing and not ahead:
             # Every sampled frame was read, but the file breaks after them (truncated):
             # one row at the first unreadable frame number tells the user.
             yield from _errors(uri, [index.end_frame], lambda f: None, error)

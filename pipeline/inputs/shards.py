@@ -46,7 +46,8 @@ class Shard:
     `frames` are the sampled frame numbers to process, `index` the window of the video
     index the segment needs (`video_index()`). `expected_frames` is the number of `frames`
     rows the worker will write. `planning_error`, when set, is the message of the error
-    row(s) to write instead of decoding.
+    row(s) to write instead of decoding. `lookahead`: the next segment's first sampled frames,
+    decoded and tracked (to stitch tracks across the cut) but not written.
     """
 
     id: str
@@ -58,6 +59,7 @@ class Shard:
     expected_frames: int = 0
     planning_error: Optional[str] = None
     index: Optional[dict] = field(default=None, hash=False)  # a dict: kept out of hash()
+    lookahead: tuple[int, ...] = ()
 
     def video_index(self) -> VideoIndex:
         return VideoIndex.from_dict(self.index)
@@ -65,22 +67,25 @@ class Shard:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["uris"], data["frames"] = list(self.uris), list(self.frames)
+        data["lookahead"] = list(self.lookahead)
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "Shard":
         values = dict(data)
         values["uris"], values["frames"] = tuple(values["uris"]), tuple(values.get("frames", ()))
+        values["lookahead"] = tuple(values.get("lookahead", ()))
         return cls(**values)
 
 
 def plan_shards(media: list[MediaFile], sampling: Sampling, segment_seconds: Optional[float],
-                workers: int, images_per_shard: int = 64) -> list[Shard]:
+                workers: int, images_per_shard: int = 64, lookahead: int = 0) -> list[Shard]:
     """Cut the listed media into shards: image groups, bad inputs, then video segments; stable order.
 
     Without `segment_seconds`, videos are cut so the whole job gives about
     SHARDS_PER_WORKER shards per worker (never segments under MIN_SEGMENT_SECONDS, and
-    never shorter than a keyframe interval since cuts fall on keyframes only).
+    never shorter than a keyframe interval since cuts fall on keyframes only). Each video
+    segment but the last also gets the next one's first `lookahead` sampled frames.
     """
     error_shards: list[Shard] = []
     images: list[str] = []
@@ -107,7 +112,7 @@ def plan_shards(media: list[MediaFile], sampling: Sampling, segment_seconds: Opt
     if segment_seconds is None:
         segment_seconds = _default_segment_seconds([index for _, index in videos], workers)
     for uri, index in videos:
-        shards.extend(_video_shards(uri, index, sampling, segment_seconds))
+        shards.extend(_video_shards(uri, index, sampling, segment_seconds, lookahead))
     return shards
 
 
@@ -170,16 +175,20 @@ def _image_shards(uris: list[str], per_shard: int) -> list[Shard]:
     return shards
 
 
-def _video_shards(uri: str, index: VideoIndex, sampling: Sampling, segment_seconds: float) -> list[Shard]:
+def _video_shards(uri: str, index: VideoIndex, sampling: Sampling, segment_seconds: float,
+                  lookahead: int = 0) -> list[Shard]:
     sampled = sampled_frames(index, sampling)
     shards = []
     for start, end in plan_segments(index, segment_seconds):
         frames = tuple(f for f in sampled if start <= f < end)
         if not frames:
             continue  # nothing sampled here (sparse --fps): no work, no shard
+        ahead = tuple(f for f in sampled if f >= end)[:lookahead]
+        # The lookahead is decoded straight on from the segment's end: no second seek.
+        window_end = ahead[-1] + 1 if ahead else end
         shards.append(Shard(id=f"vid-{_digest(uri)}-f{start:06d}-{end:06d}", kind="video", uris=(uri,),
                             start_frame=start, end_frame=end, frames=frames, expected_frames=len(frames),
-                            index=index.window(start, end).to_dict()))
+                            index=index.window(start, window_end).to_dict(), lookahead=ahead))
     return shards
 
 

@@ -6,6 +6,7 @@
     OUT/_commits/<shard>.json      written last: a shard counts as done only once this exists
     OUT/_SUCCESS                   every shard committed
     OUT/_driver.json               the driver's state and heartbeat (for `maskray status`)
+    OUT/tracks/<video>.parquet     a video's track ids: (shard, track) -> track_id, after stitching
 
 Writers and readers build paths through these functions only, so the layout can change in
 one file.
@@ -20,6 +21,7 @@ COMMITS = "_commits"
 JOB_FILE = "_job.json"
 SUCCESS_FILE = "_SUCCESS"
 DRIVER_FILE = "_driver.json"
+TRACKS_DIR = "tracks"
 
 
 def part_uri(output: str, table: str, shard_id: str) -> str:
@@ -44,3 +46,11 @@ def success_uri(output: str) -> str:
 
 def driver_uri(output: str) -> str:
     return storage.join(output, DRIVER_FILE)
+
+
+def track_ids_uri(output: str, video_key: str) -> str:
+    return storage.join(output, TRACKS_DIR, f"{video_key}.parquet")
+
+
+def tracks_dir_uri(output: str) -> str:
+    return storage.join(output, TRACKS_DIR)

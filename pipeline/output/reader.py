@@ -27,8 +27,23 @@ from maskray.pipeline.output import sink
 from maskray.pipeline import storage
 from maskray.pipeline.output.schema import FRAMES_SCHEMA, INSTANCES_SCHEMA
 from maskray.pipeline.text_table import table_lines
+from maskray.pipeline.tracking.track_ids import read_track_ids
 
 TABLE_SCHEMAS = {"instances": INSTANCES_SCHEMA, "frames": FRAMES_SCHEMA}
+# What `instances` shows in SQL: the parts' columns, with the segment-local `track` number
+# replaced by the video's stitched `track_id` (null for images and not yet stitched videos).
+INSTANCES_COLUMNS = [n for n in INSTANCES_SCHEMA.names if n != "track"] + ["track_id"]
+# One row per track: where and when it was seen, how sure the model was, where its box went.
+TRACKS_SQL = """
+SELECT source, track_id, mode(category) AS category,
+       min(frame) AS first_frame, max(frame) AS last_frame,
+       min(time) AS first_time, max(time) AS last_time,
+       count(*) AS frames_seen, avg(score) AS mean_score,
+       arg_min((x1 + x2) / 2, frame) AS first_x, arg_min((y1 + y2) / 2, frame) AS first_y,
+       arg_max((x1 + x2) / 2, frame) AS last_x, arg_max((y1 + y2) / 2, frame) AS last_y,
+       avg(x2 - x1) AS mean_width, avg(y2 - y1) AS mean_height
+FROM instances WHERE track_id IS NOT NULL GROUP BY source, track_id
+"""
 
 
 class Output:
@@ -60,6 +75,7 @@ class Output:
         """Forget the cached job file and commit list, so newer commits become visible."""
         self.__dict__.pop("job", None)
         self.__dict__.pop("commits", None)
+        self.__dict__.pop("track_ids", None)
         return self
 
     def part_paths(self, table: str) -> list[str]:
@@ -90,18 +106,39 @@ class Output:
         """One row per processed frame, with its status (committed shards only)."""
         return self.dataset("frames")
 
-    def sql(self, query: str, *, limit: Optional[int] = None) -> pa.Table:
-        """Run a DuckDB SQL query over the views `instances` and `frames`.
+    @cached_property
+    def track_ids(self) -> pa.Table:
+        """(shard, track, track_id) of the stitched videos whose segments are all committed."""
+        return read_track_ids(self.uri, self.commits)
 
-        The connection is locked down (see `LOCKED_DOWN`): a query sees only the two
-        registered datasets; it cannot read or write files, install or load extensions, or
-        change these settings. limit: return at most this many rows. Raises UsageError (one
+    def instances_table(self, columns: Optional[list[str]] = None, filter=None) -> pa.Table:
+        """Committed instances as a table, with `track_id` (null where there is none)."""
+        wanted = [c for c in (columns or INSTANCES_COLUMNS) if c != "track_id"]
+        dataset = self.instances()
+        has_track = "track" in dataset.schema.names
+        read = wanted + [c for c in ("shard", "track") if has_track and c not in wanted]
+        table = dataset.to_table(columns=read, filter=filter)
+        if columns is not None and "track_id" not in columns:
+            return table
+        if not has_track or not self.track_ids.num_rows:
+            return table.select(wanted).append_column("track_id", pa.nulls(table.num_rows, pa.int64()))
+        table = table.append_column("_row", pa.array(np.arange(table.num_rows), pa.int64()))
+        joined = table.join(self.track_ids, keys=["shard", "track"], join_type="left outer")
+        return joined.sort_by("_row").select(wanted + ["track_id"])
+
+    def sql(self, query: str, *, limit: Optional[int] = None) -> pa.Table:
+        """Run a DuckDB SQL query over the views `instances`, `frames` and `tracks`.
+
+        The connection is locked down (see `LOCKED_DOWN`): a query sees only the registered
+        datasets and the views over them; it cannot read or write files, install or load
+        extensions, or change these settings. limit: return at most this many rows. Raises UsageError (one
         line) when DuckDB rejects the query.
         """
         connection = duckdb.connect(config=LOCKED_DOWN)
         try:
-            for table in TABLE_SCHEMAS:
-                connection.register(table, self.dataset(table))
+            connection.register("frames", self.dataset("frames"))
+            self._register_instances(connection)
+            connection.execute(f"CREATE TEMP VIEW tracks AS {TRACKS_SQL}")
             relation = connection.sql(query)
             # Statements such as SET or CREATE give no relation: they run and return nothing.
             if relation is None:
@@ -111,6 +148,21 @@ class Output:
             raise UsageError(f"query failed: {_duckdb_message(error)}") from None
         finally:
             connection.close()
+
+    def _register_instances(self, connection) -> None:
+        parts = self.dataset("instances")
+        connection.register("instance_parts", parts)
+        if "track" not in parts.schema.names:  # an output written before tracking existed
+            connection.execute("CREATE TEMP VIEW instances AS SELECT *, NULL::BIGINT AS track_id FROM instance_parts")
+            return
+        if not self.track_ids.num_rows:  # images only, tracking off, or not stitched yet
+            connection.execute("CREATE TEMP VIEW instances AS "
+                               "SELECT * EXCLUDE (track), NULL::BIGINT AS track_id FROM instance_parts")
+            return
+        connection.register("track_ids", self.track_ids)
+        connection.execute(
+            "CREATE TEMP VIEW instances AS SELECT p.* EXCLUDE (track), t.track_id FROM instance_parts p"
+            " LEFT JOIN track_ids t ON p.shard = t.shard AND p.track = t.track")
 
 
 # DuckDB settings for user SQL: the Arrow datasets are handed in by `register`, so a query needs

@@ -31,6 +31,9 @@ INSTANCES_SCHEMA = pa.schema(
         pa.field("width", pa.int32(), nullable=False),
         pa.field("height", pa.int32(), nullable=False),
         pa.field("shard", pa.string(), nullable=False),
+        # The segment's own track number (null for images or without tracking); queries see
+        # `track_id`, the video's id, which stitching maps these numbers to.
+        pa.field("track", pa.int32()),
     ]
 )
 
@@ -72,14 +75,16 @@ class FrameError:
 
 
 def predictions_to_batches(
-    refs: Sequence[FrameRef], predictions: Sequence, shard: str
+    refs: Sequence[FrameRef], predictions: Sequence, shard: str,
+    tracks: Optional[Sequence[np.ndarray]] = None,
 ) -> tuple[pa.RecordBatch, pa.RecordBatch]:
     """Turn frames and their predictions into (instances, frames) record batches.
 
     `predictions[i]` belongs to `refs[i]` and is a `models.predictor.FramePrediction`
     (boxes (N,4) float32, scores (N,), category_ids (N,), categories list[str],
     masks_rle list[str] | None, mask_areas (N,) | None, keypoints (N,K,3) | None).
-    Instances are written in the order given, which is descending score.
+    Instances are written in the order given, which is descending score. `tracks[i]`, when
+    given, holds the track number of each instance of frame i.
     Columns are built whole (numpy concatenation), not row by row.
     """
     counts = np.array([len(p.scores) for p in predictions], dtype=np.int64)
@@ -138,6 +143,7 @@ def predictions_to_batches(
             pa.array(repeat([r.width for r in refs]), pa.int32()),
             pa.array(repeat([r.height for r in refs]), pa.int32()),
             pa.array([shard] * total, pa.string()),
+            pa.array(cat(tracks, np.int32) if tracks is not None else [None] * total, pa.int32()),
         ],
         schema=INSTANCES_SCHEMA,
     )

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from maskray.pipeline import storage
 from maskray.pipeline.output.layout import (
-    COMMITS, DRIVER_FILE, JOB_FILE, SUCCESS_FILE, commit_uri, part_uri,
+    COMMITS, DRIVER_FILE, JOB_FILE, SUCCESS_FILE, TRACKS_DIR, commit_uri, part_uri,
 )
 from maskray.pipeline.output.schema import FRAMES_SCHEMA, INSTANCES_SCHEMA
 
@@ -152,7 +152,7 @@ def clear_output(output: str) -> None:
     """Remove a previous job's files (for `--overwrite`): commits first, so no reader sees
     a commit whose parts are gone."""
     filesystem, path = storage.resolve(output)
-    for folder in (COMMITS, "instances", "frames"):
+    for folder in (COMMITS, "instances", "frames", TRACKS_DIR):
         target = path.rstrip("/") + "/" + folder
         if filesystem.get_file_info(target).type == pafs.FileType.Directory:
             filesystem.delete_dir_contents(target, missing_dir_ok=True)

@@ -10,6 +10,7 @@ prediction correspond when their masks overlap (mask IoU); TrackEval's CLEAR (MO
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -95,3 +96,45 @@ def sequences_from_coco(ground_truth: dict) -> dict[str, Sequence]:
         name = image["source"]
         sequences.setdefault(name, Sequence(name)).add_gt(image["frame"], annotation["track_id"], rle)
     return sequences
+
+
+def evaluate_tracks(output, gt_data: dict, *, min_score: float = 0.0) -> Optional[dict]:
+    """Track metrics of an `Output` against ground truth whose video annotations carry
+    `track_id`; None when the ground truth has no identities or no video frame matches."""
+    import pyarrow.dataset as ds
+
+    from maskray.pipeline.coco.matching import match_ground_truth
+
+    if not any("track_id" in a for a in gt_data.get("annotations", [])):
+        return None
+    processed = output.sql("SELECT DISTINCT source, frame FROM frames WHERE status = 'ok' AND time IS NOT NULL")
+    frames = [(s, int(f), False) for s, f in zip(processed.column("source").to_pylist(),
+                                                 processed.column("frame").to_pylist())]
+    matches = match_ground_truth(frames, gt_data)
+    if not matches:
+        return None
+    by_image = {image_id: key for key, image_id in matches.items()}
+    sequences: dict[str, Sequence] = {}
+    for annotation in gt_data["annotations"]:
+        key = by_image.get(annotation["image_id"])
+        if key is None or "track_id" not in annotation:
+            continue
+        segmentation = annotation["segmentation"]
+        counts = segmentation["counts"]
+        rle = {"size": segmentation["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+        sequences.setdefault(key[0], Sequence(key[0])).add_gt(key[1], annotation["track_id"], rle)
+    for source in sequences:  # every matched frame counts, also those where nothing was found
+        for (matched_source, frame) in matches:
+            if matched_source == source:
+                sequences[source].gt.setdefault(frame, ([], []))
+    table = output.instances_table(
+        ["source", "frame", "score", "mask_rle", "height", "width", "track_id"],
+        filter=(ds.field("score") >= min_score) & ds.field("source").isin(list(sequences)))
+    for row in table.to_pylist():
+        if (row["source"], row["frame"]) not in matches or row["track_id"] is None or row["mask_rle"] is None:
+            continue
+        rle = {"size": [row["height"], row["width"]], "counts": row["mask_rle"].encode("ascii")}
+        sequences[row["source"]].add_prediction(row["frame"], row["track_id"], rle)
+    if not sequences:
+        return None
+    return track_metrics([sequences[name] for name in sorted(sequences)])
