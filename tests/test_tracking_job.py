@@ -1,0 +1,105 @@
+"""Track ids in real jobs: a shapes video (3 segments of 1 s) run as one shard and as three
+shards on 2 workers with the shipped demo model; ids, stitching, resume and the track metrics."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections import defaultdict
+
+import pytest
+
+from maskray.jobs.local import run_job
+from maskray.jobs.spec import JobSpec
+from maskray.jobs.training.shapes import generate_shapes
+from maskray.pipeline.coco.evaluate import evaluate
+from maskray.pipeline.output.layout import commit_uri, track_ids_uri
+from maskray.pipeline.output.reader import open_output
+from maskray.pipeline.tracking.track_ids import video_key
+from submit_helpers import frame_keys, local_ray, read_table, run_cli
+
+EVERY = 5  # 15 of the 75 frames: small, and objects move 5 frames' worth between them
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    # 25 frames/s with a keyframe every 25 frames: segments of 1 s are possible.
+    return generate_shapes(tmp_path_factory.mktemp("shapes"), images=0, videos=1, frames=75, fps=25, seed=7)
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    with local_ray() as ray:
+        yield ray
+
+
+def job(shapes, output, *, segment_seconds, workers):
+    spec = JobSpec([str(shapes.videos_dir)], str(output), model="demo", weights="demo", every=EVERY,
+                   segment_seconds=segment_seconds, workers=workers, batch_size=4)
+    assert run_job(spec, stream=io.StringIO()) == 0
+    return spec
+
+
+def partition(output) -> set:
+    """The tracks as sets of (frame, instance): what must not depend on how the video was cut."""
+    rows = open_output(str(output)).sql("SELECT frame, instance, track_id FROM instances").to_pylist()
+    assert rows and all(r["track_id"] is not None for r in rows)
+    tracks = defaultdict(set)
+    for row in rows:
+        tracks[row["track_id"]].add((row["frame"], row["instance"]))
+    return {frozenset(members) for members in tracks.values()}
+
+
+@pytest.fixture(scope="module")
+def outputs(shapes, ray_session, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("outs")
+    job(shapes, folder / "one", segment_seconds=3600, workers=1)
+    many = job(shapes, folder / "many", segment_seconds=1.0, workers=2)
+    return folder / "one", folder / "many", many
+
+
+def test_track_ids_are_stable_across_segments_and_match_one_shard(outputs):
+    one, many, _ = outputs
+    out = open_output(str(many))
+    assert len(out.commits) == 3 and len(open_output(str(one)).commits) == 1
+    assert all(count == 1 for count in frame_keys(read_table(str(many), "frames")).values())  # lookahead not written
+    assert partition(many) == partition(one)
+    ids = out.sql("SELECT track_id, min(frame) AS first, max(frame) AS last, count(*) AS n FROM instances"
+                  " GROUP BY 1 ORDER BY 1").to_pylist()
+    assert [r["track_id"] for r in ids] == list(range(1, len(ids) + 1))
+    # Objects that stay in view keep one id through both cuts (frames 25 and 50).
+    assert any(r["first"] < 25 and r["last"] >= 50 and r["n"] == 15 for r in ids)
+    tracks = out.sql("SELECT * FROM tracks ORDER BY track_id").to_pylist()
+    assert [t["frames_seen"] for t in tracks] == [r["n"] for r in ids]
+    assert tracks[0]["first_time"] == 0.0 and tracks[0]["category"] in ("circle", "square", "triangle")
+
+
+def test_track_metrics_reach_the_target_on_the_shapes_video(outputs, shapes):
+    one, many, _ = outputs
+    cut = evaluate(str(many), str(shapes.videos_json), tasks=["segm"]).metrics["tracks"]
+    whole = evaluate(str(one), str(shapes.videos_json), tasks=["segm"]).metrics["tracks"]
+    assert cut["IDF1"] >= 0.8 and cut["MOTA"] >= 0.7 and cut["HOTA"] >= 0.7
+    assert abs(cut["IDF1"] - whole["IDF1"]) <= 0.01
+    shown = run_cli("eval", str(many), "--gt", shapes.videos_json, "--task", "segm",
+                    "--out", str(many.parent / "metrics.json"))
+    assert shown.returncode == 0, shown.stderr
+    assert f"IDF1 {cut['IDF1']:.3f}" in shown.stdout and "MOTA" in shown.stdout and "HOTA" in shown.stdout
+
+
+def test_resume_after_losing_a_segment_keeps_every_id(outputs, shapes):
+    _, many, spec = outputs
+    out = open_output(str(many))
+    before = out.sql("SELECT frame, instance, track_id FROM instances ORDER BY 1, 2").to_pylist()
+    last = sorted(out.commits)[-1]
+    stitched = track_ids_uri(str(many), video_key(last))
+    # The state a kill leaves: the last segment never committed, the video never stitched.
+    os.remove(commit_uri(str(many), last))
+    os.remove(stitched)
+    assert open_output(str(many)).sql("SELECT count(track_id) AS n FROM instances").to_pylist()[0]["n"] == 0
+    assert run_job(spec, stream=io.StringIO()) == 0
+    after = open_output(str(many)).sql("SELECT frame, instance, track_id FROM instances ORDER BY 1, 2")
+    assert after.to_pylist() == before
+    # A re-run with everything committed leaves the stitched ids as they were written.
+    written = os.stat(stitched).st_mtime_ns
+    assert run_job(spec, stream=io.StringIO()) == 0
+    assert os.stat(stitched).st_mtime_ns == written
