@@ -137,7 +137,9 @@ def eval_command(output, gt_file, cityscapes_root, metrics_file, tasks, min_scor
 @click.option("--frames", type=click.Choice(["all", "processed"]), default="all", show_default=True,
               help="Video: every frame (unprocessed ones shown as they are) or only processed frames.")
 @click.option("--frame", type=click.IntRange(min=0), default=None, metavar="N", help="Video: render only frame N to an image.")
-def render_command(output, source, out_file, min_score, frames, frame):
+@click.option("--trails", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="Video: draw each track's path over its last N processed frames (colours follow tracks).")
+def render_command(output, source, out_file, min_score, frames, frame, trails):
     """Draw masks, boxes, labels and keypoints over a source image or video.
 
     \b
@@ -147,7 +149,7 @@ def render_command(output, source, out_file, min_score, frames, frame):
     """
     from maskray.pipeline.render.overlays import render
 
-    summary = render(output, source, out_file, min_score=min_score, frames=frames, frame=frame)
+    summary = render(output, source, out_file, min_score=min_score, frames=frames, frame=frame, trails=trails)
     click.echo(f"wrote {out_file}: {summary.frames_written} frames, {summary.instances_drawn} instances "
                f"drawn on {summary.frames_annotated} of them")
     return 0

@@ -19,6 +19,7 @@ from typing import Iterable, Optional, Union
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from maskray.models import rle
@@ -122,9 +123,13 @@ class Output:
             return table
         if not has_track or not self.track_ids.num_rows:
             return table.select(wanted).append_column("track_id", pa.nulls(table.num_rows, pa.int64()))
-        table = table.append_column("_row", pa.array(np.arange(table.num_rows), pa.int64()))
-        joined = table.join(self.track_ids, keys=["shard", "track"], join_type="left outer")
-        return joined.sort_by("_row").select(wanted + ["track_id"])
+        # A lookup rather than Table.join, which cannot carry list columns (keypoints).
+        def keys(t):
+            return pc.binary_join_element_wise(t["shard"], pc.cast(t["track"], pa.string()), ":")
+
+        position = pc.index_in(keys(table), value_set=keys(self.track_ids))
+        track_id = pc.take(self.track_ids["track_id"], position)
+        return table.select(wanted).append_column("track_id", track_id)
 
     def sql(self, query: str, *, limit: Optional[int] = None) -> pa.Table:
         """Run a DuckDB SQL query over the views `instances`, `frames` and `tracks`.

@@ -8,6 +8,7 @@ keypoints are drawn with PIL's ImageDraw on top, so labels stay readable over ma
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Optional
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -34,13 +35,18 @@ def _font(size: int) -> ImageFont.ImageFont:
 
 
 def draw_instances(rgb: np.ndarray, rows: list[dict], *, alpha: float = 0.45,
-                   keypoint_threshold: float = 0.0) -> np.ndarray:
+                   keypoint_threshold: float = 0.0, trails: Optional[dict] = None) -> np.ndarray:
     """A copy of `rgb` (H, W, 3 uint8) with `rows` drawn on it.
 
     rows: instance rows (category, score, x1..y2, mask_rle, height, width, keypoints),
-    best first, as in the table. Colours follow the row order, so instance 0 is PALETTE[0].
+    best first, as in the table. Colours follow the row order, so instance 0 is PALETTE[0];
+    a row with a `track_id` takes its track's colour instead, the same in every frame.
     keypoint_threshold: keypoints scored at or below it are not drawn.
+    trails: {track_id: [(x, y), ...]} box centres of earlier frames, drawn as lines.
     """
+    rows = [dict(row, _colour=_row_colour(row, index)) for index, row in enumerate(rows)]
+    if trails:
+        rgb = _draw_trails(rgb, trails)
     height, width = rgb.shape[:2]
     pixels = rgb.astype(np.float32)
     # Worst first, so the best instance's mask ends up on top where masks overlap.
@@ -49,20 +55,37 @@ def draw_instances(rgb: np.ndarray, rows: list[dict], *, alpha: float = 0.45,
         if row.get("mask_rle") is None or (row["height"], row["width"]) != (height, width):
             continue
         mask = rle.decode(row["mask_rle"], height, width).astype(bool)
-        tint = np.array(colour(index), np.float32)
+        tint = np.array(row["_colour"], np.float32)
         pixels[mask] = pixels[mask] * (1.0 - alpha) + tint * alpha
         pixels[_outline(mask)] = tint
     image = Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(image)
     line = max(1, round(min(height, width) / 250))
     for index, row in enumerate(rows):
-        draw.rectangle([row["x1"], row["y1"], row["x2"], row["y2"]], outline=colour(index), width=line)
+        draw.rectangle([row["x1"], row["y1"], row["x2"], row["y2"]], outline=row["_colour"], width=line)
         if row.get("keypoints"):
-            _draw_keypoints(draw, row["keypoints"], colour(index), line, keypoint_threshold)
+            _draw_keypoints(draw, row["keypoints"], row["_colour"], line, keypoint_threshold)
     font = _font(max(10, round(min(height, width) / 32)))
-    for index, row in enumerate(rows):
-        _draw_label(draw, font, f"{row.get('category') or row['category_id']} {row['score']:.2f}",
-                    (row["x1"], row["y1"]), colour(index), (width, height))
+    for row in rows:
+        track = f"#{row['track_id']} " if row.get("track_id") is not None else ""
+        _draw_label(draw, font, f"{track}{row.get('category') or row['category_id']} {row['score']:.2f}",
+                    (row["x1"], row["y1"]), row["_colour"], (width, height))
+    return np.asarray(image)
+
+
+def _row_colour(row: dict, index: int) -> tuple[int, int, int]:
+    track = row.get("track_id")
+    return colour(index) if track is None else colour(int(track) - 1)
+
+
+def _draw_trails(rgb: np.ndarray, trails: dict) -> np.ndarray:
+    """Each track's path (box centres, oldest first) as a line in its colour."""
+    image = Image.fromarray(rgb)
+    draw = ImageDraw.Draw(image)
+    line = max(1, round(min(rgb.shape[:2]) / 200))
+    for track, points in trails.items():
+        if len(points) > 1:
+            draw.line([tuple(map(float, p)) for p in points], fill=colour(int(track) - 1), width=line)
     return np.asarray(image)
 
 

@@ -38,7 +38,7 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v")
 # Preferred encoders, best first; mpeg4 ships with every FFmpeg build.
 VIDEO_CODECS = ("libx264", "h264", "mpeg4")
 _COLUMNS = ["frame", "instance", "category_id", "category", "score", "x1", "y1", "x2", "y2",
-            "mask_rle", "keypoints", "width", "height"]
+            "mask_rle", "keypoints", "width", "height", "track_id"]
 
 
 @dataclass
@@ -51,8 +51,12 @@ class RenderSummary:
 
 
 def render(output_uri: str, source: str, out_uri: str, *, min_score: float = 0.5,
-           frames: str = "all", frame: Optional[int] = None) -> RenderSummary:
-    """Draw the instances of `source` found in `output_uri` and write the picture to `out_uri`."""
+           frames: str = "all", frame: Optional[int] = None, trails: int = 0) -> RenderSummary:
+    """Draw the instances of `source` found in `output_uri` and write the picture to `out_uri`.
+
+    Tracked video instances are coloured by track; `trails`: also draw each track's path over
+    its last `trails` processed frames.
+    """
     if frames not in ("all", "processed"):
         raise UsageError(f"frames must be 'all' or 'processed', got {frames!r}")
     suffix = posixpath.splitext(out_uri.lower())[1]
@@ -73,13 +77,14 @@ def render(output_uri: str, source: str, out_uri: str, *, min_score: float = 0.5
         rows = by_frame.get(0 if is_image else frame, [])
         _check_size(rgb, rows, source)
         buffer = io.BytesIO()
-        Image.fromarray(draw_instances(rgb, rows)).save(buffer, format=IMAGE_FORMATS[suffix])
+        paths = _trails(by_frame, frame, trails) if frame is not None else None
+        Image.fromarray(draw_instances(rgb, rows, trails=paths)).save(buffer, format=IMAGE_FORMATS[suffix])
         write_file(out_uri, buffer.getvalue())
         return RenderSummary(key, out_uri, 1, int(bool(rows)), len(rows))
     if suffix not in VIDEO_SUFFIXES:
         raise UsageError(f"{source} is a video: write a {', '.join(VIDEO_SUFFIXES)} file, or pass --frame N")
     processed = _processed_frames(output, key)
-    return _render_video(read_from, key, out_uri, by_frame, processed, frames)
+    return _render_video(read_from, key, out_uri, by_frame, processed, frames, trails)
 
 
 def find_source(output: Output, given: str) -> tuple[str, bool]:
@@ -107,13 +112,26 @@ def find_source(output: Output, given: str) -> tuple[str, bool]:
 
 
 def _instances_by_frame(output: Output, source: str, min_score: float) -> dict[int, list[dict]]:
-    table = output.instances().to_table(
-        columns=_COLUMNS, filter=(ds.field("source") == source) & (ds.field("score") >= min_score)
+    table = output.instances_table(
+        _COLUMNS, filter=(ds.field("source") == source) & (ds.field("score") >= min_score)
     )
     grouped: dict[int, list[dict]] = defaultdict(list)
     for row in sorted(table.to_pylist(), key=lambda r: (r["frame"], r["instance"])):
         grouped[row["frame"]].append(row)
     return grouped
+
+
+def _trails(by_frame: dict, frame: int, length: int) -> Optional[dict]:
+    """{track_id: box centres over the last `length` processed frames up to `frame`}."""
+    if length <= 0:
+        return None
+    recent = [f for f in sorted(by_frame) if f <= frame][-length:]
+    paths: dict[int, list] = defaultdict(list)
+    for f in recent:
+        for row in by_frame[f]:
+            if row.get("track_id") is not None:
+                paths[row["track_id"]].append(((row["x1"] + row["x2"]) / 2, (row["y1"] + row["y2"]) / 2))
+    return dict(paths)
 
 
 def _processed_frames(output: Output, source: str) -> list[int]:
@@ -150,7 +168,8 @@ def _video_frame(uri: str, wanted: int) -> np.ndarray:
     raise UsageError(f"{uri} has no frame {wanted}")
 
 
-def _render_video(uri: str, key: str, out_uri: str, by_frame: dict, processed: list[int], mode: str) -> RenderSummary:
+def _render_video(uri: str, key: str, out_uri: str, by_frame: dict, processed: list[int], mode: str,
+                  trails: int = 0) -> RenderSummary:
     """Encode into a temp file beside the target (or in /tmp for an object store), then
     rename or upload it, so a reader never finds half a video under the final name."""
     local_out = storage.canonical(out_uri) if storage.is_local(out_uri) else None
@@ -161,7 +180,7 @@ def _render_video(uri: str, key: str, out_uri: str, by_frame: dict, processed: l
     os.close(handle)
     try:
         try:
-            written, annotated, drawn = _encode(uri, temp_path, by_frame, processed, mode)
+            written, annotated, drawn = _encode(uri, temp_path, by_frame, processed, mode, trails)
         except av.FFmpegError as error:
             raise UsageError(f"video {uri} -> {out_uri}: {error}") from None
         if not written:
@@ -177,7 +196,8 @@ def _render_video(uri: str, key: str, out_uri: str, by_frame: dict, processed: l
     return RenderSummary(key, out_uri, written, annotated, drawn)
 
 
-def _encode(uri: str, target: str, by_frame: dict, processed: list[int], mode: str) -> tuple[int, int, int]:
+def _encode(uri: str, target: str, by_frame: dict, processed: list[int], mode: str,
+            trails: int = 0) -> tuple[int, int, int]:
     """Decode `uri` frame by frame, draw where there are instances, encode to `target`.
 
     Returns (frames written, frames annotated, instances drawn).
@@ -196,7 +216,7 @@ def _encode(uri: str, target: str, by_frame: dict, processed: list[int], mode: s
                 rgb, rows = decoded.rgb, by_frame.get(decoded.frame, [])
                 if rows:
                     _check_size(rgb, rows, uri)
-                    rgb = draw_instances(rgb, rows)
+                    rgb = draw_instances(rgb, rows, trails=_trails(by_frame, index, trails))
                     annotated += 1
                     drawn += len(rows)
                 rgb = _even(rgb)
