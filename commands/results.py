@@ -43,12 +43,14 @@ def query_command(output, sql, fmt, out_file, limit):
 @click.option("--coco", "coco_file", metavar="FILE", help="Write COCO results JSON to FILE (a path or s3://...).")
 @click.option("--cityscapes", "cityscapes_dir", metavar="DIR",
               help="Instead: write Cityscapes instance results (*_pred.txt + mask PNGs) to DIR.")
+@click.option("--mots", "mots_dir", metavar="DIR",
+              help="Instead: write MOTS-style track results of tracked videos (one <video>.txt each) to DIR.")
 @click.option("--gt", "gt_file", default=None, metavar="FILE",
               help="COCO annotations whose images give the image ids (matched by 'source'/'frame', then file_name).")
 @click.option("--images", "images_file", default=None, metavar="FILE",
               help="Without --gt: where the assigned images list goes (default: FILE with .images.json).")
 @click.option("--min-score", type=float, default=0.0, show_default=True, help="Leave out instances scored below.")
-def export_command(output, coco_file, cityscapes_dir, gt_file, images_file, min_score):
+def export_command(output, coco_file, cityscapes_dir, mots_dir, gt_file, images_file, min_score):
     """Export instances as a COCO results file (bbox, segmentation RLE, keypoints), or Cityscapes results.
 
     With --gt, image ids are those of the ground truth's images; instances of frames that
@@ -60,9 +62,16 @@ def export_command(output, coco_file, cityscapes_dir, gt_file, images_file, min_
       maskray export out/ --coco results.json --gt annotations.json
       maskray export out/ --coco results.json      # also writes results.images.json
       maskray export out/ --cityscapes results/     # for the Cityscapes benchmark
+      maskray export out/ --mots mots/              # tracked videos: mots/<video>.txt
     """
-    if bool(coco_file) == bool(cityscapes_dir):
-        raise click.UsageError("give one of --coco FILE or --cityscapes DIR")
+    if sum(bool(x) for x in (coco_file, cityscapes_dir, mots_dir)) != 1:
+        raise click.UsageError("give one of --coco FILE, --cityscapes DIR or --mots DIR")
+    if mots_dir:
+        from maskray.pipeline.tracking.mots import export_mots
+
+        for uri, count in export_mots(output, mots_dir, min_score=min_score).items():
+            click.echo(f"wrote {count} tracked instances to {uri}")
+        return 0
     if cityscapes_dir:
         from maskray.pipeline.cityscapes.export import export_cityscapes
         from maskray.pipeline.cityscapes.report import export_report

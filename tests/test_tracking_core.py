@@ -150,3 +150,19 @@ def test_per_class_thresholds_and_classes_are_part_of_the_job(tmp_path):
                     classes="person,car")
     assert spec.fingerprint() != other.fingerprint()
     assert spec.differences_from_dict(other.to_dict()) == ["class_thresholds"]
+
+
+def test_predictor_keeps_only_the_chosen_classes_at_their_thresholds(tmp_path):
+    from maskray.jobs.training.shapes import render_image
+    from maskray.models.predictor import Predictor, PredictorConfig
+
+    rgb, truth = render_image(np.random.default_rng(11), 192, 192, max_shapes=6)
+    everything = Predictor(PredictorConfig(model="demo", weights="demo", score_threshold=0.3)).predict([rgb])[0]
+    assert len(set(everything.categories)) >= 2  # the picture has more than one kind of shape
+    wanted = everything.categories[0]
+    only = Predictor(PredictorConfig(model="demo", weights="demo", score_threshold=0.3, classes=(wanted,),
+                                     class_thresholds=((wanted, 0.9),))).predict([rgb])[0]
+    expected = [s for c, s in zip(everything.categories, everything.scores) if c == wanted and s >= 0.9]
+    assert expected and len(expected) < len(everything)
+    assert only.categories == [wanted] * len(expected)
+    np.testing.assert_allclose(only.scores, expected, rtol=1e-4)

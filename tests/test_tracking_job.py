@@ -7,6 +7,7 @@ import io
 import os
 from collections import defaultdict
 
+import numpy as np
 import pytest
 
 from maskray.jobs.local import run_job
@@ -103,3 +104,29 @@ def test_resume_after_losing_a_segment_keeps_every_id(outputs, shapes):
     written = os.stat(stitched).st_mtime_ns
     assert run_job(spec, stream=io.StringIO()) == 0
     assert os.stat(stitched).st_mtime_ns == written
+
+
+def test_mots_export_and_a_render_with_trails_follow_the_tracks(outputs, shapes, tmp_path):
+    from PIL import Image
+
+    from maskray.pipeline.render.drawing import colour
+    from maskray.pipeline.render.overlays import render
+    from maskray.pipeline.tracking.mots import export_mots
+
+    _, many, _ = outputs
+    rows = open_output(str(many)).sql("SELECT frame, category_id, track_id, mask_rle FROM instances").to_pylist()
+    written = export_mots(str(many), str(tmp_path / "mots"))
+    (path, count), = written.items()
+    assert path.endswith("shapes_video_000.txt") and count == len(rows)
+    lines = [line.split(" ") for line in open(path).read().splitlines()]
+    assert {(int(f), int(o)) for f, o, *_ in lines} == {(r["frame"], r["category_id"] * 1000 + r["track_id"]) for r in rows}
+
+    video = str(shapes.videos_dir / "shapes_video_000.mp4")
+    summary = render(str(many), video, str(tmp_path / "f30.png"), frame=30, trails=5)
+    assert summary.instances_drawn == sum(r["frame"] == 30 for r in rows)
+    # The best instance's box edge is painted in its track's colour.
+    best = open_output(str(many)).sql("SELECT x1, y1, x2, y2, track_id FROM instances WHERE frame = 30 "
+                                      "ORDER BY instance LIMIT 1").to_pylist()[0]
+    picture = np.asarray(Image.open(tmp_path / "f30.png").convert("RGB"))
+    edge = picture[int(best["y1"]) + 1: int(best["y2"]) - 1, int(round(best["x2"]))]
+    assert (np.abs(edge.astype(int) - colour(best["track_id"] - 1)).sum(axis=1) < 30).any()
