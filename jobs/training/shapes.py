@@ -8,7 +8,8 @@ from one `numpy.random.Generator`, so the same seed writes the same files.
 Layout written by `generate_shapes(root, ...)`::
 
     root/images/shapes_00000.png ...      root/images.json     (COCO, file_name relative to images/)
-    root/videos/shapes_video_000.mp4 ...  root/videos.json     (COCO, each image also has source, frame)
+    root/videos/shapes_video_000.mp4 ...  root/videos.json     (COCO, each image also has source, frame;
+                                                                each annotation a track_id, one per shape)
     root/ground_truth.json                both sets in one COCO file (unique ids)
 """
 
