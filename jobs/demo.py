@@ -174,6 +174,11 @@ def report_accuracy(output: str, data: SyntheticSet, echo) -> dict:
     echo(text_table(header, rows, right=range(1, len(header))))
     for note in notes:
         echo(note)
+    tracks = metrics.get("tracks")
+    if tracks:  # the video's shapes keep their ids: how well the tracker follows them
+        echo(f"video tracks: MOTA {_percent(tracks['MOTA']).strip()}, IDF1 {_percent(tracks['IDF1']).strip()}, "
+             f"HOTA {_percent(tracks['HOTA']).strip()} ({tracks['gt_tracks']} shapes, "
+             f"{tracks['predicted_tracks']} tracks)")
     return metrics
 
 
