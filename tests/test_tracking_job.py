@@ -122,7 +122,9 @@ def test_mots_export_and_a_render_with_trails_follow_the_tracks(outputs, shapes,
     assert {(int(f), int(o)) for f, o, *_ in lines} == {(r["frame"], r["category_id"] * 1000 + r["track_id"]) for r in rows}
 
     video = str(shapes.videos_dir / "shapes_video_000.mp4")
-    summary = render(str(many), video, str(tmp_path / "f30.png"), frame=30, trails=5)
+    clip = render(str(many), video, str(tmp_path / "tracks.mp4"), trails=5, min_score=0.0)
+    assert clip.frames_written == 75 and clip.instances_drawn == len(rows)
+    summary = render(str(many), video, str(tmp_path / "f30.png"), frame=30, trails=5, min_score=0.0)
     assert summary.instances_drawn == sum(r["frame"] == 30 for r in rows)
     # The best instance's box edge is painted in its track's colour.
     best = open_output(str(many)).sql("SELECT x1, y1, x2, y2, track_id FROM instances WHERE frame = 30 "

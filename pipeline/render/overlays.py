@@ -216,7 +216,7 @@ def _encode(uri: str, target: str, by_frame: dict, processed: list[int], mode: s
                 rgb, rows = decoded.rgb, by_frame.get(decoded.frame, [])
                 if rows:
                     _check_size(rgb, rows, uri)
-                    rgb = draw_instances(rgb, rows, trails=_trails(by_frame, index, trails))
+                    rgb = draw_instances(rgb, rows, trails=_trails(by_frame, decoded.frame, trails))
                     annotated += 1
                     drawn += len(rows)
                 rgb = _even(rgb)
