@@ -1,29 +1,36 @@
 """Assembles a detection network from a model's spec and recipe (no weights involved).
 
-Four families, all torchvision `GeneralizedRCNN`s with identical state-dict names to
-torchvision's own builders (so torchvision's published weights load as they are):
+Five families, all `GeneralizedRCNN`s assembled from parts (models/detector.py) with
+torchvision's state-dict names (so torchvision's published weights load as they are):
 - "maskrcnn": Mask R-CNN (He et al., 2017) with a ResNet-FPN backbone;
 - "maskrcnn_v2": Mask R-CNN with the improved recipe of arXiv:2111.11429 (BatchNorm in the
   FPN and heads, a 4-conv box head, a 2-conv RPN head);
 - "keypointrcnn": boxes + person keypoints;
-- "joint": Mask R-CNN with a keypoint branch too (see joint.py);
+- "joint": Mask R-CNN with a keypoint branch too, both heads in one forward pass (the Mask
+  R-CNN paper, section 5, trains masks and keypoints together);
 - "compact": the small joint model of compact.py (the demo), shaped by the recipe's extra
   fields.
+Every family takes the paper's switches (roi_op, mask_loss, mask_head: models/variants.py)
+and `pre_nms_top` (models/roi_heads.py) as constructor arguments of its parts.
 """
 
 from __future__ import annotations
 
 from torch import nn
-from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead
-from torchvision.models.detection.keypoint_rcnn import KeypointRCNN
-from torchvision.models.detection.mask_rcnn import MaskRCNN, MaskRCNNHeads
-from torchvision.models.detection.rpn import RPNHead
+from torchvision.models.detection.faster_rcnn import (
+    FastRCNNConvFCHead,
+    FastRCNNPredictor,
+    TwoMLPHead,
+)
 
 from maskray.models.backbones import build_backbone
 from maskray.models.compact import COMPACT_DEFAULTS, build_compact
+from maskray.models.detector import build_detector, keypoint_parts, rpn_parts, standard_anchors
 from maskray.models.errors import UsageError
-from maskray.models.joint import add_keypoint_branch
+from maskray.models.roi_heads import PRE_NMS_TOP, DetectionRoIHeads
+from maskray.models.variants import check_variants, mask_parts, roi_pooler
+
+LEVELS = ["0", "1", "2", "3"]  # the FPN levels RoIs are pooled from
 
 
 def build_architecture(
@@ -36,57 +43,50 @@ def build_architecture(
     score_threshold: float,
     max_instances: int,
     proposals: int | None = None,
+    pre_nms_top: int | None = PRE_NMS_TOP,
 ) -> nn.Module:
-    """Network for `spec.family` with `recipe`'s backbone, classes and keypoints.
+    """Network for `spec.family` with `recipe`'s backbone, classes, keypoints and switches.
 
     trainable: BatchNorm2d and a fully trainable backbone (random initialisation) rather
         than torchvision's frozen-BatchNorm fine-tuning setup (trained weights).
     proposals: region proposals kept per image at inference (None: the family's default).
+    pre_nms_top: box x class candidates per image entering the NMS (None: all).
     """
-    detection_args = dict(
-        min_size=min_size,
-        max_size=max_size,
-        box_score_thresh=score_threshold,
-        box_detections_per_img=max_instances,
-    )
-    if proposals is not None:
-        # Region proposals per image (and per FPN level before NMS) at inference: the
-        # RoI heads' cost is proportional to this.
-        detection_args.update(rpn_pre_nms_top_n_test=proposals, rpn_post_nms_top_n_test=proposals)
+    try:
+        check_variants(recipe.roi_op, recipe.mask_loss, recipe.mask_head)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if recipe.mask_loss != "sigmoid" or recipe.mask_head != "fcn":
+        if "masks" not in spec.tasks:
+            raise UsageError("--mask-loss softmax and --mask-head mlp need a model with a mask head")
+    heads = dict(score_thresh=score_threshold, detections_per_img=max_instances,
+                 pre_nms_top=pre_nms_top, mask_loss=recipe.mask_loss)
     if spec.family == "compact":
-        return _compact(recipe, trainable, detection_args)
+        return _compact(recipe, trainable, min_size, max_size, proposals, heads)
     v2 = spec.family == "maskrcnn_v2"
     backbone = build_backbone(recipe.backbone, trainable=trainable, batch_norm_everywhere=v2)
     channels = backbone.out_channels
-    if spec.family == "keypointrcnn":
-        return KeypointRCNN(
-            backbone,
-            num_classes=recipe.num_classes,
-            num_keypoints=len(recipe.keypoint_names),
-            **detection_args,
-        )
+    norm = nn.BatchNorm2d if v2 else None  # Mask R-CNN v2 normalises its heads too
+    rpn = rpn_parts(channels, standard_anchors(), conv_depth=2 if v2 else 1)
     if v2:
-        anchors = AnchorGenerator(((32,), (64,), (128,), (256,), (512,)), ((0.5, 1.0, 2.0),) * 5)
-        model = MaskRCNN(
-            backbone,
-            num_classes=recipe.num_classes,
-            rpn_anchor_generator=anchors,
-            rpn_head=RPNHead(channels, anchors.num_anchors_per_location()[0], conv_depth=2),
-            box_head=FastRCNNConvFCHead(
-                (channels, 7, 7), [256] * 4, [1024], norm_layer=nn.BatchNorm2d
-            ),
-            mask_head=MaskRCNNHeads(channels, [256] * 4, 1, norm_layer=nn.BatchNorm2d),
-            **detection_args,
-        )
-        return model
-    # "maskrcnn" and "joint": the paper's heads.
-    model = MaskRCNN(backbone, num_classes=recipe.num_classes, **detection_args)
-    if spec.family == "joint":
-        add_keypoint_branch(model, len(recipe.keypoint_names))
-    return model
+        box_head = FastRCNNConvFCHead((channels, 7, 7), [256] * 4, [1024], norm_layer=norm)
+    else:
+        box_head = TwoMLPHead(channels * 7 * 7, 1024)
+    parts = dict(box_roi_pool=roi_pooler(recipe.roi_op, LEVELS, 7), box_head=box_head,
+                 box_predictor=FastRCNNPredictor(1024, recipe.num_classes))
+    if "masks" in spec.tasks:
+        parts["mask_roi_pool"] = roi_pooler(recipe.roi_op, LEVELS, 14)
+        parts.update(mask_parts(recipe.mask_head, channels, [256] * 4, recipe.num_classes,
+                                norm_layer=norm))
+    if "keypoints" in spec.tasks:
+        parts.update(keypoint_parts(recipe.roi_op, LEVELS, channels, [512] * 8,
+                                    len(recipe.keypoint_names)))
+    test = (1000, 1000) if proposals is None else (proposals, proposals)
+    return build_detector(backbone, rpn, DetectionRoIHeads(**parts, **heads),
+                          min_size=min_size, max_size=max_size, proposals_test=test)
 
 
-def _compact(recipe, trainable: bool, detection_args: dict) -> nn.Module:
+def _compact(recipe, trainable: bool, min_size: int, max_size: int, proposals, heads: dict):
     shape = {**COMPACT_DEFAULTS, **{k: v for k, v in recipe.extra.items() if k in COMPACT_DEFAULTS}}
     try:
         return build_compact(
@@ -94,9 +94,13 @@ def _compact(recipe, trainable: bool, detection_args: dict) -> nn.Module:
             recipe.num_classes,
             len(recipe.keypoint_names),
             trainable=trainable,
+            min_size=min_size,
+            max_size=max_size,
+            proposals=proposals,
+            roi_op=recipe.roi_op,
+            mask_head=recipe.mask_head,
+            heads=heads,
             **shape,
-            **detection_args,
         )
     except (KeyError, ValueError) as error:
         raise UsageError(f"cannot build a compact {recipe.backbone} model: {error}") from None
-

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 from torch import nn
 from torchvision.models import resnet
-from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, KeypointRCNNPredictor
-from torchvision.models.detection.mask_rcnn import MaskRCNN, MaskRCNNHeads, MaskRCNNPredictor
-from torchvision.ops import MultiScaleRoIAlign
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.ops import misc as misc_nn_ops
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+from maskray.models.detector import build_detector, keypoint_parts, rpn_parts, standard_anchors
+from maskray.models.roi_heads import DetectionRoIHeads
+from maskray.models.variants import mask_parts, roi_pooler
 
 # Recipe fields (beside model/backbone/num_classes/...) that shape a compact model.
 COMPACT_DEFAULTS = {
@@ -63,48 +64,40 @@ def build_compact(
     trainable: bool = False,
     min_size: int = 192,
     max_size: int = 256,
+    proposals: int | None = None,
+    roi_op: str = "align",
+    mask_head: str = "fcn",
+    heads: dict | None = None,
     stages: int = 3,
     fpn_channels: int = 64,
     box_head_size: int = 256,
     head_channels: int = 64,
     head_layers: int = 4,
     anchor_sizes=(16, 32, 64, 128),
-    **detector_kwargs,
-) -> MaskRCNN:
+) -> GeneralizedRCNN:
     """A joint Mask R-CNN with keypoints; `num_keypoints=0` leaves the keypoint branch out.
 
-    detector_kwargs go to torchvision's MaskRCNN (box_score_thresh, box_detections_per_img...).
+    proposals: region proposals per image at inference (default 150).
+    roi_op, mask_head: the paper's switches (models/variants.py).
+    heads: DetectionRoIHeads settings (score_thresh, detections_per_img, pre_nms_top, mask_loss).
     Training samples fewer proposals and RoIs than torchvision's defaults, for CPU speed.
     """
     body = compact_backbone(backbone, stages, fpn_channels, trainable)
     levels = [str(i) for i in range(stages)]
     if len(anchor_sizes) != stages + 1:
         raise ValueError(f"need {stages + 1} anchor sizes (one per FPN level), got {len(anchor_sizes)}")
-    anchors = AnchorGenerator(tuple((int(s),) for s in anchor_sizes), ((0.5, 1.0, 2.0),) * len(anchor_sizes))
-    box_pool = MultiScaleRoIAlign(levels, output_size=7, sampling_ratio=2)
-    settings = dict(
-        rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300,
-        rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=150,
-        box_batch_size_per_image=64,
-    )
-    settings.update(detector_kwargs)
-    model = MaskRCNN(
-        body,
-        num_classes=None,
-        min_size=min_size,
-        max_size=max_size,
-        rpn_anchor_generator=anchors,
-        box_roi_pool=box_pool,
+    rpn = rpn_parts(fpn_channels, standard_anchors(anchor_sizes))
+    parts = dict(
+        box_roi_pool=roi_pooler(roi_op, levels, 7),
         box_head=TwoMLPHead(fpn_channels * 7 * 7, box_head_size),
         box_predictor=FastRCNNPredictor(box_head_size, num_classes),
-        mask_roi_pool=MultiScaleRoIAlign(levels, output_size=14, sampling_ratio=2),
-        mask_head=MaskRCNNHeads(fpn_channels, [head_channels] * head_layers, 1),
-        mask_predictor=MaskRCNNPredictor(head_channels, head_channels, num_classes),
-        **settings,
+        mask_roi_pool=roi_pooler(roi_op, levels, 14),
+        **mask_parts(mask_head, fpn_channels, [head_channels] * head_layers, num_classes),
     )
     if num_keypoints:
-        heads = model.roi_heads
-        heads.keypoint_roi_pool = MultiScaleRoIAlign(levels, output_size=14, sampling_ratio=2)
-        heads.keypoint_head = KeypointRCNNHeads(fpn_channels, [head_channels] * head_layers)
-        heads.keypoint_predictor = KeypointRCNNPredictor(head_channels, num_keypoints)
-    return model
+        parts.update(keypoint_parts(roi_op, levels, fpn_channels, [head_channels] * head_layers,
+                                    num_keypoints))
+    roi_heads = DetectionRoIHeads(**parts, batch_size_per_image=64, **(heads or {}))
+    test = (300, 150) if proposals is None else (proposals, proposals)
+    return build_detector(body, rpn, roi_heads, min_size=min_size, max_size=max_size,
+                          proposals_train=(600, 300), proposals_test=test)

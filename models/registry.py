@@ -16,10 +16,11 @@ from torchvision.ops import misc as misc_nn_ops
 from maskray.models.architectures import build_architecture
 from maskray.models.backbones import BACKBONES
 from maskray.models.compact import COMPACT_DEFAULTS
-from maskray.models.errors import MaskrayError, UsageError, WeightsError
+from maskray.models.errors import UsageError, WeightsError
 from maskray.models.null_model import NullModel
 from maskray.models.recipe import Recipe
-from maskray.models.specs import DEFAULT_VARIANTS, MODELS, get_spec
+from maskray.models.roi_heads import PRE_NMS_TOP
+from maskray.models.specs import MODELS, get_spec
 from maskray.models.weights import load_weights
 
 def build_model(
@@ -32,6 +33,7 @@ def build_model(
     score_threshold: float = 0.05,
     max_instances: int = 100,
     proposals: int | None = None,
+    pre_nms_top: int | None = PRE_NMS_TOP,
     num_classes: int | None = None,
     categories: dict[int, str] | None = None,
     keypoint_names: tuple[str, ...] | list[str] | None = None,
@@ -47,6 +49,8 @@ def build_model(
     `num_classes` counts the background class 0 (default: largest category id + 1).
     `proposals`: region proposals per image at inference; fewer is faster (default: the
     architecture's own, 1000 for the COCO models).
+    `pre_nms_top`: box x class candidates per image entering the box NMS (None: all of them,
+    torchvision's way; see models/roi_heads.py).
     Returns (model, weights_id); `weights_id` identifies the weights in every output.
     """
     spec = get_spec(name)
@@ -58,7 +62,10 @@ def build_model(
         score_threshold=score_threshold,
         max_instances=max_instances,
         proposals=proposals,
+        pre_nms_top=pre_nms_top,
     )
+    if pre_nms_top is not None and pre_nms_top < 1:
+        raise UsageError(f"pre-NMS top must be at least 1, got {pre_nms_top}")
     if spec.family == "null":
         model = NullModel().eval()
         model.maskray_spec, model.maskray_recipe = spec, None
@@ -93,9 +100,6 @@ def build_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # `none` weights are the same for the same seed
         model = build_architecture(spec, recipe, trainable=trainable, **sizes)
-        variants = {key: getattr(recipe, key) for key in DEFAULT_VARIANTS}
-        if variants != DEFAULT_VARIANTS:
-            _apply_variants(model, variants)
     if loaded.state_dict is not None:
         _load_state_dict(model, loaded.state_dict, loaded.source, spec, recipe)
     if loaded.kind == "coco" and spec.coco_eps_zero:
@@ -133,17 +137,6 @@ def _recipe(spec, num_classes, categories, keypoint_names, backbone, variants) -
     extra = copy.deepcopy(COMPACT_DEFAULTS) if spec.family == "compact" else {}
     return Recipe(spec.name, backbone or spec.backbone, num_classes, categories, names,
                   extra=extra, **variants)
-
-
-def _apply_variants(model: nn.Module, variants: dict) -> None:
-    try:
-        from maskray.models.variants import apply_variants
-    except ImportError:
-        raise MaskrayError("model variants are not available in this installation") from None
-    try:
-        apply_variants(model, **variants)
-    except ValueError as error:  # an unknown choice, or a variant the model cannot take
-        raise UsageError(str(error)) from None
 
 
 def _load_state_dict(model, state_dict, source, spec, recipe) -> None:

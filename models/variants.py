@@ -1,14 +1,17 @@
-"""The Mask R-CNN paper's design switches (He et al., 2017, table 2), applied to a built model.
+"""The Mask R-CNN paper's design switches (He et al., 2017, table 2), as parts to build with.
 
 - roi_op: "align" (RoIAlign: bilinear sampling at exact positions) or "pool" (RoIPool: box
   corners rounded to the feature grid, max over quantised bins), for every RoI feature
-  extractor of the model (box, mask and, where present, keypoint heads).
+  extractor of the model (box, mask and, where present, keypoint heads): `roi_pooler`.
 - mask_loss: "sigmoid" (binary cross-entropy on the ground-truth class's mask only, classes do
   not compete) or "softmax" (a softmax over all classes at each pixel with a multinomial
-  cross-entropy, background being class 0; inference reads the predicted class's softmax).
+  cross-entropy, background being class 0; inference reads the predicted class's softmax):
+  `softmax_mask_loss`, chosen by `roi_heads.DetectionRoIHeads(mask_loss=...)`.
 - mask_head: "fcn" (convolutions + deconvolution, spatial layout kept) or "mlp" (fully
-  connected layers over the flattened RoI feature, predicting a 28x28 mask per class).
-torchvision's `MaskRCNN` gives the defaults (align, sigmoid, fcn); `apply_variants` swaps parts.
+  connected layers over the flattened RoI feature, predicting a 28x28 mask per class):
+  `mask_parts`.
+Each is a constructor argument of the network (models/architectures.py), as torchvision's
+detectors take their pooler and heads; torchvision's defaults are align, sigmoid, fcn.
 """
 
 from __future__ import annotations
@@ -18,11 +21,10 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign, roi_align, roi_pool
 
 from maskray.models.choices import MASK_HEADS, MASK_LOSSES, ROI_OPS  # noqa: F401 (re-exported)
-from maskray.models.errors import UsageError
 
 
 class MultiScaleRoIPool(nn.Module):
@@ -65,15 +67,6 @@ class MultiScaleRoIPool(nn.Module):
         return (level.clamp(finest, coarsest) - finest).to(torch.int64)
 
 
-def _replace_roi_ops(heads: RoIHeads) -> None:
-    for name in ("box_roi_pool", "mask_roi_pool", "keypoint_roi_pool"):
-        pooler = getattr(heads, name, None)
-        if isinstance(pooler, MultiScaleRoIAlign):
-            size = pooler.output_size[0] if isinstance(pooler.output_size, (tuple, list)) else pooler.output_size
-            setattr(heads, name, MultiScaleRoIPool(pooler.featmap_names, int(size),
-                                                   pooler.canonical_scale, pooler.canonical_level))
-
-
 class MLPMaskHead(nn.Module):
     """Flattened RoI feature (N, C, S, S) -> two fully connected layers -> (N, hidden)."""
 
@@ -98,22 +91,6 @@ class MLPMaskPredictor(nn.Module):
         return self.mask_fc_logits(x).view(-1, self.num_classes, self.size, self.size)
 
 
-def _replace_mask_head(model: nn.Module) -> None:
-    heads = model.roi_heads
-    num_classes = _mask_classes(heads.mask_predictor)
-    pooled = heads.mask_roi_pool.output_size
-    pooled = pooled[0] if isinstance(pooled, (tuple, list)) else pooled
-    channels = model.backbone.out_channels
-    hidden = 1024 if channels >= 256 else 4 * channels  # the paper's fc 1024 at FPN width 256
-    heads.mask_head = MLPMaskHead(channels, int(pooled), hidden)
-    heads.mask_predictor = MLPMaskPredictor(hidden, num_classes)
-
-
-def _mask_classes(predictor: nn.Module) -> int:
-    last = [m for m in predictor.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))][-1]
-    return last.out_channels if not isinstance(last, nn.Linear) else predictor.num_classes
-
-
 def softmax_mask_loss(mask_logits: torch.Tensor, proposals: list[torch.Tensor], gt_masks: list[torch.Tensor],
                       gt_labels: list[torch.Tensor], matched: list[torch.Tensor]) -> torch.Tensor:
     """Multinomial per-pixel loss: each pixel of an RoI is its object's class or background 0.
@@ -132,71 +109,32 @@ def softmax_mask_loss(mask_logits: torch.Tensor, proposals: list[torch.Tensor], 
     return F.cross_entropy(mask_logits, torch.cat(targets))
 
 
-class SoftmaxMaskRoIHeads(RoIHeads):
-    """torchvision's RoIHeads with the mask branch run here, under a softmax over classes.
-
-    The box and keypoint branches stay torchvision's; the mask branch is hidden from the parent
-    (`has_mask` is False during its forward) and run afterwards on the same sampled RoIs.
-    """
-
-    _hide_mask = False
-    _sampled = None
-
-    def has_mask(self) -> bool:
-        return not self._hide_mask and super().has_mask()
-
-    def select_training_samples(self, proposals, targets):
-        sampled = super().select_training_samples(proposals, targets)
-        self._sampled = sampled  # proposals, matched_idxs, labels, regression_targets
-        return sampled
-
-    def forward(self, features, proposals, image_shapes, targets=None):
-        self._hide_mask = True
-        try:
-            result, losses = super().forward(features, proposals, image_shapes, targets)
-        finally:
-            self._hide_mask = False
-        if self.training:
-            sampled, self._sampled = self._sampled, None
-            boxes, matched, labels = [], [], []
-            for props, idx, lab in zip(sampled[0], sampled[1], sampled[2]):
-                positive = torch.nonzero(lab > 0).squeeze(1)
-                boxes.append(props[positive])
-                matched.append(idx[positive])
-            logits = self._mask_logits(features, boxes, image_shapes)
-            losses["loss_mask"] = softmax_mask_loss(
-                logits, boxes, [t["masks"] for t in targets], [t["labels"] for t in targets], matched)
-            return result, losses
-        boxes = [r["boxes"] for r in result]
-        logits = self._mask_logits(features, boxes, image_shapes)
-        labels = torch.cat([r["labels"] for r in result]) if result else torch.zeros(0, dtype=torch.int64)
-        chosen = logits.softmax(dim=1)[torch.arange(len(labels), device=labels.device), labels]
-        for r, probabilities in zip(result, chosen.split([len(b) for b in boxes])):
-            r["masks"] = probabilities[:, None]
-        return result, losses
-
-    def _mask_logits(self, features, boxes, image_shapes) -> torch.Tensor:
-        return self.mask_predictor(self.mask_head(self.mask_roi_pool(features, boxes, image_shapes)))
-
-
-def apply_variants(model: nn.Module, *, roi_op: str = "align", mask_loss: str = "sigmoid",
-                   mask_head: str = "fcn") -> nn.Module:
-    """Switches a torchvision Mask R-CNN (in place) to the given variants; returns it.
-
-    Call on a freshly built model: the mlp head has its own (untrained) parameters.
-    """
+def check_variants(roi_op: str, mask_loss: str, mask_head: str) -> None:
+    """ValueError naming the choices for an unknown switch value."""
     for value, name, choices in ((roi_op, "roi_op", ROI_OPS), (mask_loss, "mask_loss", MASK_LOSSES),
                                  (mask_head, "mask_head", MASK_HEADS)):
         if value not in choices:
-            raise UsageError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
-    heads = model.roi_heads
-    needs_mask = mask_loss != "sigmoid" or mask_head != "fcn"
-    if needs_mask and not heads.has_mask():
-        raise UsageError("--mask-loss softmax and --mask-head mlp need a model with a mask head")
-    if mask_head == "mlp":
-        _replace_mask_head(model)
+            raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+
+
+def roi_pooler(roi_op: str, featmap_names: list[str], output_size: int) -> nn.Module:
+    """RoI feature extractor over FPN levels: RoIAlign (sampling ratio 2) or RoIPool."""
     if roi_op == "pool":
-        _replace_roi_ops(heads)
-    if mask_loss == "softmax":
-        heads.__class__ = SoftmaxMaskRoIHeads
-    return model
+        return MultiScaleRoIPool(featmap_names, output_size)
+    return MultiScaleRoIAlign(featmap_names, output_size=output_size, sampling_ratio=2)
+
+
+def mask_parts(mask_head: str, channels: int, layers: list[int], num_classes: int,
+               pooled_size: int = 14, norm_layer=None) -> dict[str, nn.Module]:
+    """`mask_head` and `mask_predictor` of the chosen kind for RoI features of `channels`.
+
+    fcn: torchvision's conv stack `layers` and a deconvolution predictor (28x28 masks).
+    mlp: two fully connected layers (1024 wide at FPN width 256, as in the paper) and one fc
+    output per mask pixel.
+    """
+    if mask_head == "mlp":
+        hidden = 1024 if channels >= 256 else 4 * channels
+        return {"mask_head": MLPMaskHead(channels, pooled_size, hidden),
+                "mask_predictor": MLPMaskPredictor(hidden, num_classes)}
+    return {"mask_head": MaskRCNNHeads(channels, layers, 1, norm_layer=norm_layer),
+            "mask_predictor": MaskRCNNPredictor(layers[-1], layers[-1], num_classes)}
