@@ -67,23 +67,37 @@ def build_architecture(
     backbone = build_backbone(recipe.backbone, trainable=trainable, batch_norm_everywhere=v2)
     channels = backbone.out_channels
     norm = nn.BatchNorm2d if v2 else None  # Mask R-CNN v2 normalises its heads too
-    rpn = rpn_parts(channels, standard_anchors(), conv_depth=2 if v2 else 1)
-    if v2:
-        box_head = FastRCNNConvFCHead((channels, 7, 7), [256] * 4, [1024], norm_layer=norm)
-    else:
-        box_head = TwoMLPHead(channels * 7 * 7, 1024)
-    parts = dict(box_roi_pool=roi_pooler(recipe.roi_op, LEVELS, 7), box_head=box_head,
-                 box_predictor=FastRCNNPredictor(1024, recipe.num_classes))
+    # Parts are created in the order torchvision's builders create them, so that random
+    # weights of a seed are the ones torchvision's own constructors would draw.
+    parts = dict(box_roi_pool=roi_pooler(recipe.roi_op, LEVELS, 7))
     if "masks" in spec.tasks:
         parts["mask_roi_pool"] = roi_pooler(recipe.roi_op, LEVELS, 14)
-        parts.update(mask_parts(recipe.mask_head, channels, [256] * 4, recipe.num_classes,
-                                norm_layer=norm))
-    if "keypoints" in spec.tasks:
-        parts.update(keypoint_parts(recipe.roi_op, LEVELS, channels, [512] * 8,
-                                    len(recipe.keypoint_names)))
+    if v2:
+        rpn = rpn_parts(channels, standard_anchors(), conv_depth=2)
+        parts["box_head"] = FastRCNNConvFCHead((channels, 7, 7), [256] * 4, [1024],
+                                               norm_layer=norm)
+        parts.update(_mask(recipe, channels, norm))
+    else:
+        if "masks" in spec.tasks:
+            parts.update(_mask(recipe, channels, norm))
+        elif "keypoints" in spec.tasks:
+            parts.update(_keypoints(recipe, channels))
+        rpn = rpn_parts(channels, standard_anchors())
+        parts["box_head"] = TwoMLPHead(channels * 7 * 7, 1024)
+    parts["box_predictor"] = FastRCNNPredictor(1024, recipe.num_classes)
+    if "keypoints" in spec.tasks and "masks" in spec.tasks:
+        parts.update(_keypoints(recipe, channels))  # the joint model's branch comes last
     test = (1000, 1000) if proposals is None else (proposals, proposals)
     return build_detector(backbone, rpn, DetectionRoIHeads(**parts, **heads),
                           min_size=min_size, max_size=max_size, proposals_test=test)
+
+
+def _mask(recipe, channels: int, norm) -> dict:
+    return mask_parts(recipe.mask_head, channels, [256] * 4, recipe.num_classes, norm_layer=norm)
+
+
+def _keypoints(recipe, channels: int) -> dict:
+    return keypoint_parts(recipe.roi_op, LEVELS, channels, [512] * 8, len(recipe.keypoint_names))
 
 
 def _compact(recipe, trainable: bool, min_size: int, max_size: int, proposals, heads: dict):

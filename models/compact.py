@@ -86,7 +86,6 @@ def build_compact(
     levels = [str(i) for i in range(stages)]
     if len(anchor_sizes) != stages + 1:
         raise ValueError(f"need {stages + 1} anchor sizes (one per FPN level), got {len(anchor_sizes)}")
-    rpn = rpn_parts(fpn_channels, standard_anchors(anchor_sizes))
     parts = dict(
         box_roi_pool=roi_pooler(roi_op, levels, 7),
         box_head=TwoMLPHead(fpn_channels * 7 * 7, box_head_size),
@@ -94,6 +93,7 @@ def build_compact(
         mask_roi_pool=roi_pooler(roi_op, levels, 14),
         **mask_parts(mask_head, fpn_channels, [head_channels] * head_layers, num_classes),
     )
+    rpn = rpn_parts(fpn_channels, standard_anchors(anchor_sizes))  # after the heads, as before
     if num_keypoints:
         parts.update(keypoint_parts(roi_op, levels, fpn_channels, [head_channels] * head_layers,
                                     num_keypoints))

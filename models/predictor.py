@@ -4,6 +4,11 @@ A `Predictor` loads its model once and runs every batch under `torch.inference_m
 CUDA when there is one (with autocast at the chosen precision), on the CPU otherwise. The
 model pastes mask probabilities into each frame's full size on its device; they are
 thresholded and RLE-encoded there, so only run lengths (not HxW float masks) reach the CPU.
+
+A batch crosses between host and device once each way (models/host_transfer.py): frames in
+one pinned buffer, results (boxes, scores, labels, keypoints, mask areas and run lengths of
+every frame) back in one buffer. Around the model, a batch costs two host syncs (the number
+of RLE runs, the results), however many frames and instances it has.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ import torch
 from maskray.models.choices import DEVICES
 from maskray.models.class_filter import build_class_filter
 from maskray.models.errors import UsageError
+from maskray.models.host_transfer import fetch, frames_to_device
 from maskray.models.registry import build_model
-from maskray.models.rle import encode_batch_torch
+from maskray.models.rle import counts_from_runs, mask_runs
+from maskray.models.roi_heads import PRE_NMS_TOP
 from maskray.models.specs import get_spec
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -42,6 +49,7 @@ class PredictorConfig:
     proposals: int | None = None  # region proposals per image; fewer is faster (None: model's)
     classes: tuple | None = None  # category names or ids to keep (None: all)
     class_thresholds: tuple = ()  # ((category name or id, threshold), ...) over score_threshold
+    pre_nms_top: int | None = PRE_NMS_TOP  # box x class candidates per image into NMS (None: all)
 
 
 @dataclass
@@ -92,6 +100,7 @@ class Predictor:
             score_threshold=self.class_filter.lowest_threshold,
             max_instances=config.max_instances,
             proposals=config.proposals,
+            pre_nms_top=config.pre_nms_top,
         )
         self.model = model.to(self.device)
         self.spec = model.maskray_spec
@@ -107,17 +116,15 @@ class Predictor:
             return []
         if self._is_null:
             return [self._empty(f.shape[0], f.shape[1]) for f in frames]
-        images = [torch.from_numpy(_writable(f)).to(self.device).permute(2, 0, 1) for f in frames]
+        images = frames_to_device(frames, self.device)
         with torch.inference_mode(), self._autocast():
-            images = [image.float().div_(255.0) for image in images]
+            images = [image.permute(2, 0, 1).float().div_(255.0) for image in images]
             began = time.perf_counter()
             outputs = self.model(images)
             if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)  # _convert waits for the GPU right after anyway
+                torch.cuda.synchronize(self.device)  # the conversion waits for the GPU anyway
             self.forward_s += time.perf_counter() - began
-            return [
-                self._convert(output, f.shape[0], f.shape[1]) for output, f in zip(outputs, frames)
-            ]
+            return self._convert(outputs, frames)
 
     def _autocast(self):
         dtype = PRECISIONS[self.config.precision]
@@ -125,33 +132,58 @@ class Predictor:
             return contextlib.nullcontext()
         return torch.autocast(device_type="cuda", dtype=dtype)
 
-    def _convert(self, output: dict[str, torch.Tensor], height: int, width: int) -> FramePrediction:
-        scores = output["scores"].float()
-        keep = self.class_filter.keep(output["labels"], scores)
-        order = torch.argsort(torch.where(keep, scores, -1.0), descending=True, stable=True)
-        order = order[: int(keep.sum())][: self.config.max_instances]
-        labels = output["labels"][order].cpu().numpy().astype(np.int32)
-        names = [self.spec.categories.get(int(c), str(int(c))) for c in labels]
-        masks_rle = mask_areas = keypoints = None
-        if "masks" in output:
-            binary = output["masks"][order, 0] > self.config.mask_threshold  # (N, H, W) on device
-            masks_rle = encode_batch_torch(binary)
-            mask_areas = binary.sum(dim=(1, 2)).cpu().numpy().astype(np.int64)
-        if "keypoints" in output:
-            points = output["keypoints"][order].float().clone()
-            points[:, :, 2] = output["keypoints_scores"][order].float()
-            keypoints = points.cpu().numpy().astype(np.float32)
-        return FramePrediction(
-            height=height,
-            width=width,
-            boxes=output["boxes"][order].float().cpu().numpy().astype(np.float32).reshape(-1, 4),
-            scores=scores[order].cpu().numpy().astype(np.float32),
-            category_ids=labels,
-            categories=names,
-            masks_rle=masks_rle,
-            mask_areas=mask_areas,
-            keypoints=keypoints,
-        )
+    def _convert(self, outputs: list[dict[str, torch.Tensor]],
+                 frames: list[np.ndarray]) -> list[FramePrediction]:
+        """The instances of every frame, ordered and thresholded on the device, fetched at once.
+
+        Instances the class filter drops (below their category's threshold, or of a category
+        not asked for) are ordered last, marked with score -1, and dropped on the host, which
+        needs no sync to count them.
+        """
+        fields: dict[str, torch.Tensor] = {}
+        binary_masks = []
+        for index, output in enumerate(outputs):
+            scores = output["scores"].float()
+            keep = self.class_filter.keep(output["labels"], scores)
+            ranked = torch.where(keep, scores, -1.0)
+            order = torch.argsort(ranked, descending=True, stable=True)[: self.config.max_instances]
+            fields[f"{index}.scores"] = ranked[order]
+            fields[f"{index}.boxes"] = output["boxes"][order].float().reshape(-1, 4)
+            fields[f"{index}.labels"] = output["labels"][order].to(torch.int32)
+            if "masks" in output:
+                binary = output["masks"][order, 0] > self.config.mask_threshold  # (N, H, W)
+                binary_masks.append(binary)
+                fields[f"{index}.areas"] = binary.sum(dim=(1, 2)).to(torch.int64)
+            if "keypoints" in output:
+                points = output["keypoints"][order].float().clone()
+                points[:, :, 2] = output["keypoints_scores"][order].float()
+                fields[f"{index}.keypoints"] = points
+        if binary_masks:
+            for name, value in mask_runs(binary_masks).items():
+                fields[f"runs.{name}"] = value.to(binary_masks[0].device)
+        host = fetch(fields)
+        counts = iter(counts_from_runs(host["runs.lengths"], host["runs.runs_per_mask"],
+                                       host["runs.starts_with_one"]) if binary_masks else [])
+        predictions = []
+        for index, frame in enumerate(frames):
+            scores = host[f"{index}.scores"]
+            kept = int((scores >= 0).sum())
+            labels = host[f"{index}.labels"][:kept]
+            masks_rle = [next(counts) for _ in range(len(scores))][:kept] \
+                if f"{index}.areas" in host else None
+            predictions.append(FramePrediction(
+                height=frame.shape[0],
+                width=frame.shape[1],
+                boxes=host[f"{index}.boxes"][:kept],
+                scores=scores[:kept],
+                category_ids=labels,
+                categories=[self.spec.categories.get(int(c), str(int(c))) for c in labels],
+                masks_rle=masks_rle,
+                mask_areas=host[f"{index}.areas"][:kept] if masks_rle is not None else None,
+                keypoints=host[f"{index}.keypoints"][:kept] if f"{index}.keypoints" in host
+                else None,
+            ))
+        return predictions
 
     def _empty(self, height: int, width: int) -> FramePrediction:
         has_masks = "masks" in self.spec.tasks
@@ -181,6 +213,8 @@ def _validate(config: PredictorConfig) -> None:
         raise UsageError(f"score threshold must be within 0..1, got {config.score_threshold}")
     if not 0.0 <= config.mask_threshold <= 1.0:
         raise UsageError(f"mask threshold must be within 0..1, got {config.mask_threshold}")
+    if config.pre_nms_top is not None and config.pre_nms_top < 1:
+        raise UsageError(f"pre-NMS top must be at least 1, got {config.pre_nms_top}")
     if config.proposals is not None and config.proposals < 1:
         raise UsageError(f"proposals must be at least 1, got {config.proposals}")
     if config.max_instances < 1:
@@ -208,10 +242,3 @@ def _check_frame(frame, index: int) -> None:
         )
     if frame.shape[0] == 0 or frame.shape[1] == 0:
         raise UsageError(f"frame {index} is empty ({frame.shape[0]}x{frame.shape[1]} pixels)")
-
-
-def _writable(frame: np.ndarray) -> np.ndarray:
-    """A contiguous, writable view or copy: torch refuses to wrap read-only arrays safely."""
-    if frame.flags.writeable and frame.flags.c_contiguous:
-        return frame
-    return np.array(frame, order="C", copy=True)

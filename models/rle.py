@@ -6,8 +6,9 @@ compressed "counts" string stores each run (from the third on, as the difference
 two before it) in 5-bit groups, least significant first, each group as one ASCII character
 `48 + bits (+32 when more groups follow)`.
 
-`encode_batch_torch` finds the runs with torch ops on the masks' own device, so only the run
-lengths (a few numbers per column) leave an accelerator, never the full-resolution masks.
+`mask_runs` finds the runs with torch ops on the masks' own device, so only the run lengths
+(a few numbers per column) leave an accelerator, never the full-resolution masks;
+`counts_from_runs` compresses them on the host. `encode_batch_torch` does both.
 """
 
 from __future__ import annotations
@@ -26,27 +27,54 @@ def encode_batch_torch(masks: torch.Tensor) -> list[str]:
     """
     if masks.dim() != 3:
         raise ValueError(f"encode_batch_torch expects (N, H, W) masks, got {tuple(masks.shape)}")
-    n, height, width = masks.shape
-    if n == 0:
-        return []
-    if height * width == 0:
-        return [""] * n
-    flat = masks.bool().transpose(1, 2).reshape(n, height * width)  # column-major per mask
+    if masks.shape[1] * masks.shape[2] == 0:
+        return [""] * masks.shape[0]
+    runs = {name: value.cpu().numpy() for name, value in mask_runs([masks]).items()}
+    return counts_from_runs(**runs)
+
+
+def mask_runs(masks: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Run lengths of the masks of several frames, found on the masks' device.
+
+    masks: (N_i, H_i, W_i) bool tensors (frames of any non-zero sizes), on one device. Returns device
+    tensors, masks in order (frame by frame): `lengths` (R,) int64, every mask's runs in COCO
+    order (starting with a run of zeros, possibly empty, which is left out here),
+    `runs_per_mask` (M,) int64 and `starts_with_one` (M,) bool. One host sync (the number of
+    runs), however many masks and frames; `counts_from_runs` finishes on the host.
+    """
+    if any(m.shape[1] * m.shape[2] == 0 for m in masks):
+        raise ValueError("mask_runs needs frames of at least one pixel")
+    masks = [m for m in masks if m.shape[0] > 0]
+    if not masks:
+        empty = torch.zeros(0, dtype=torch.int64)
+        return {"lengths": empty, "runs_per_mask": empty, "starts_with_one": empty.bool()}
+    device = masks[0].device
+    # Each mask flattened in column-major order, all masks one after another.
+    flat = torch.cat([m.bool().transpose(1, 2).reshape(-1) for m in masks])
+    pixels = [m.shape[1] * m.shape[2] for m in masks for _ in range(m.shape[0])]
+    mask_ends = torch.tensor(np.cumsum(pixels) - 1, dtype=torch.int64, device=device)
+    mask_starts = mask_ends - torch.tensor(pixels, dtype=torch.int64, device=device) + 1
     run_ends = torch.ones_like(flat)
-    run_ends[:, :-1] = flat[:, 1:] != flat[:, :-1]  # True on the last pixel of every run
-    rows, cols = run_ends.nonzero(as_tuple=True)  # sorted by mask, then position
-    ends = cols + 1
+    run_ends[:-1] = flat[1:] != flat[:-1]  # True on the last pixel of every run ...
+    run_ends[mask_ends] = True  # ... and on the last pixel of every mask
+    ends = run_ends.nonzero().squeeze(1)  # the one sync: how many runs there are
+    owner = torch.searchsorted(mask_ends, ends)  # which mask each run belongs to
     previous = torch.roll(ends, 1)
-    first_of_mask = torch.ones_like(rows, dtype=torch.bool)
-    first_of_mask[1:] = rows[1:] != rows[:-1]
-    previous[first_of_mask] = 0
-    lengths = ends - previous
-    runs_per_mask = torch.bincount(rows, minlength=n)
-    starts_with_one = flat[:, 0]
-    # Only these small vectors leave the device.
-    lengths = lengths.cpu().numpy()
-    runs_per_mask = runs_per_mask.cpu().numpy()
-    starts_with_one = starts_with_one.cpu().numpy()
+    first_of_mask = torch.ones_like(owner, dtype=torch.bool)
+    first_of_mask[1:] = owner[1:] != owner[:-1]
+    previous = torch.where(first_of_mask, mask_starts[owner] - 1, previous)
+    return {
+        "lengths": ends - previous,
+        "runs_per_mask": torch.bincount(owner, minlength=len(pixels)),
+        "starts_with_one": flat[mask_starts],
+    }
+
+
+def counts_from_runs(lengths: np.ndarray, runs_per_mask: np.ndarray,
+                     starts_with_one: np.ndarray) -> list[str]:
+    """COCO counts strings from `mask_runs`' arrays (brought to the host)."""
+    if len(runs_per_mask) == 0:
+        return []
     per_mask = np.split(lengths, np.cumsum(runs_per_mask)[:-1])
     runs = [
         np.concatenate(([0], r)) if first else r for r, first in zip(per_mask, starts_with_one)
