@@ -19,6 +19,7 @@ from maskray.models.choices import PRECISIONS
 @click.option("--classes", help="Keep only these categories (names or ids): person,car.")
 @click.option("--mask-threshold", type=float, default=0.5, show_default=True, help="Mask probability that counts as foreground.")
 @click.option("--max-instances", type=int, default=100, show_default=True, help="At most this many instances per frame.")
+@click.option("--pre-nms-top", type=int, default=1000, show_default=True, help="Best box x class candidates per image kept for NMS.")
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Frames per model call.")
 @click.option("--workers", type=int, help="Model replicas (default: the cluster's GPUs / --gpus-per-worker, or 1).")
 @click.option("--gpus-per-worker", type=float, default=1.0, show_default=True, help="GPUs per replica; fractions share a GPU.")

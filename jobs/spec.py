@@ -24,7 +24,7 @@ from maskray.pipeline import storage
 # Fields that change what is written: a different value on an existing output is refused.
 RESULT_FIELDS = (
     "sources", "model", "weights", "min_size", "max_size", "score_threshold",
-    "mask_threshold", "max_instances", "precision", "every", "fps", "keyframes",
+    "mask_threshold", "max_instances", "pre_nms_top", "precision", "every", "fps", "keyframes",
     "segment_seconds", "classes", "class_thresholds", "track", "tracker",
 )
 
@@ -45,6 +45,7 @@ class JobSpec:
     score_threshold: float = 0.5
     mask_threshold: float = 0.5
     max_instances: int = 100
+    pre_nms_top: int = 1000  # box x class candidates per image kept for NMS (models/roi_heads.py)
     batch_size: int = 4
     workers: Optional[int] = None  # None: the cluster's GPUs // gpus_per_worker, or 1
     gpus_per_worker: float = 1.0
@@ -89,7 +90,7 @@ class JobSpec:
             raise UsageError("--output is required")
         if sum([self.every is not None, self.fps is not None, bool(self.keyframes)]) > 1:
             raise UsageError("choose one of --every, --fps and --keyframes")
-        positive_ints = ("min_size", "max_size", "max_instances", "batch_size")
+        positive_ints = ("min_size", "max_size", "max_instances", "pre_nms_top", "batch_size")
         for name in positive_ints:
             value = getattr(self, name)
             if value is None and name in ("min_size", "max_size"):

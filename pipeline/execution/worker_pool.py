@@ -48,7 +48,7 @@ def predictor_config(spec) -> dict:
         "model": spec.model, "weights": spec.weights, "min_size": spec.min_size,
         "max_size": spec.max_size, "score_threshold": spec.score_threshold,
         "mask_threshold": spec.mask_threshold, "max_instances": spec.max_instances,
-        "precision": spec.precision,
+        "precision": spec.precision, "pre_nms_top": spec.pre_nms_top,
         "classes": tuple(spec.classes) if getattr(spec, "classes", None) else None,
         "class_thresholds": tuple(sorted((getattr(spec, "class_thresholds", None) or {}).items())),
     }
