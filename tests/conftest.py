@@ -1,7 +1,12 @@
-"""Shared fixtures: the sample media, and a real S3 endpoint (moto's server on 127.0.0.1)."""
+"""Shared fixtures: the sample media, and a real S3 endpoint (moto's server on 127.0.0.1).
+
+Tests that start Ray carry the `ray` marker (pyproject.toml): `pytest -m "not ray"` runs the
+rest, and where Ray is not installed they are skipped rather than failed.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import uuid
 from pathlib import Path
@@ -9,6 +14,15 @@ from pathlib import Path
 import pytest
 
 DATA_DIR = Path(__file__).parent / "data"
+
+
+def pytest_collection_modifyitems(config, items):
+    if importlib.util.find_spec("ray") is not None:
+        return
+    skip = pytest.mark.skip(reason="needs Ray, which is not installed here")
+    for item in items:
+        if "ray" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

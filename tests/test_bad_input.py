@@ -10,6 +10,8 @@ from maskray.jobs.local import run_job
 from maskray.pipeline.output.status import output_status
 from submit_helpers import frame_keys, local_ray, read_table, small_spec
 
+pytestmark = pytest.mark.ray  # every test here runs a real local Ray
+
 
 @pytest.fixture(scope="module")
 def bad_folder(data_dir, tmp_path_factory):

@@ -17,7 +17,8 @@ from ray_head import free_ports, start_head, stop_head
 
 JOB_ID = re.compile(r"^maskray-[0-9a-f]{8}-[0-9a-f]{8}$", re.M)
 # Ray's own log-tailing client passes ssl=None to aiohttp; nothing maskray can change.
-pytestmark = pytest.mark.filterwarnings("ignore:ssl=None is deprecated:DeprecationWarning")
+pytestmark = [pytest.mark.ray,  # a real `ray start --head` cluster
+              pytest.mark.filterwarnings("ignore:ssl=None is deprecated:DeprecationWarning")]
 
 
 @pytest.fixture(scope="module")

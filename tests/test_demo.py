@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+pytestmark = pytest.mark.ray  # every test here runs a real local Ray
+
 REPO = Path(__file__).resolve().parent.parent
 
 

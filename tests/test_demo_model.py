@@ -3,6 +3,7 @@ measured the way a user would: a real `submit` job, then COCO mask AP with pycoc
 
 import json
 
+import pytest
 import torch
 
 from maskray.jobs.local import run_job
@@ -23,6 +24,7 @@ def test_demo_weights_are_small_and_a_safe_maskray_checkpoint():
     assert recipe["keypoint_names"] == ["top", "bottom", "left", "right"]
 
 
+@pytest.mark.ray
 def test_demo_model_reaches_mask_ap_half_on_fresh_shapes_through_a_real_job(tmp_path):
     held_out = generate_shapes(tmp_path / "shapes", images=12, seed=HELD_OUT_SEED)
     output = tmp_path / "out"

@@ -6,11 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from maskray.jobs.local import run_job
-from maskray.jobs.spec import JobSpec
-from maskray.models.errors import UsageError
-from maskray.pipeline.execution.worker_pool import pool_size
-from submit_helpers import commits, frame_keys, local_ray, read_table, small_spec
+pytest.importorskip("ray")  # worker_pool imports Ray itself
+pytestmark = pytest.mark.ray  # a real local Ray with declared GPUs
+
+from maskray.jobs.local import run_job  # noqa: E402
+from maskray.jobs.spec import JobSpec  # noqa: E402
+from maskray.models.errors import UsageError  # noqa: E402
+from maskray.pipeline.execution.worker_pool import pool_size  # noqa: E402
+from submit_helpers import commits, frame_keys, local_ray, read_table, small_spec  # noqa: E402
 
 
 @pytest.fixture(scope="module")

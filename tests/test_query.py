@@ -148,6 +148,7 @@ def real_job(tmp_path_factory, data_dir):
     return str(out)
 
 
+@pytest.mark.ray
 def test_a_real_job_queried_exported_evaluated_and_rendered(real_job, data_dir, tmp_path, capsys):
     instances_on_disk = parquet_rows(real_job, "instances")
     code, text, _ = run_maskray(["query", real_job, "SELECT (SELECT count(*) FROM instances) AS i, "

@@ -128,4 +128,4 @@ def _session_of(pid: int):
         return None
 
 
-pytestmark = pytest.mark.timeout(480)
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(480)]  # real local Ray jobs

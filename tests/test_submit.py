@@ -19,6 +19,8 @@ from maskray.pipeline import storage
 from maskray.pipeline.execution.progress import Progress
 from submit_helpers import SMALL_FLAGS, commits, frame_keys, local_ray, read_table, run_cli, small_spec
 
+pytestmark = pytest.mark.ray  # every test here runs a real local Ray
+
 IMAGES = ["astronaut.png", "camera.png", "chelsea.png", "coffee.png", "coins.png", "logo.png", "rocket.jpg"]
 
 

@@ -6,6 +6,8 @@ import json
 import pytest
 import torch
 
+pytest.importorskip("ray")  # the training modules import Ray (Ray Train) themselves
+
 from maskray.jobs.training.train import TrainConfig, latest_checkpoint, train
 from maskray.jobs.training.train_loop import build_training_model
 from maskray.models.registry import build_model
@@ -62,6 +64,7 @@ def _log(output):
     return [json.loads(line) for line in (output / "train_log.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.ray
 def test_ray_train_checkpoints_resumes_and_the_model_loads_in_submit(tiny, tmp_path, ray_local):
     out = tmp_path / "run"
     config = TrainConfig(images=str(tiny.images_dir), annotations=str(tiny.images_json), output=str(out),
