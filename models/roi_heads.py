@@ -10,7 +10,8 @@ Two differences to torchvision's class, both constructor arguments:
 - `mask_loss`: "sigmoid" (torchvision's, per-class binary cross-entropy) or "softmax" (a
   softmax over classes at each pixel; Mask R-CNN paper, table 2b); inference reads the
   predicted class's probability either way.
-The forward composes the box, mask and keypoint branches from torchvision's own functions.
+The forward composes the box, mask and keypoint branches from torchvision's own functions,
+except that keypoint heatmaps are decoded for all instances at once (models/keypoints.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import Tensor
 from torchvision.models.detection import roi_heads as tv
 from torchvision.ops import boxes as box_ops
 
+from maskray.models.keypoints import keypoint_inference
 from maskray.models.variants import MASK_LOSSES, softmax_mask_loss
 
 PRE_NMS_TOP = 1000  # candidates per image before NMS; Detectron2's and the issue's figure
@@ -106,7 +108,7 @@ class DetectionRoIHeads(tv.RoIHeads):
             keypoints = [t["keypoints"] for t in targets]
             losses["loss_keypoint"] = tv.keypointrcnn_loss(logits, rois, keypoints, matched)
             return
-        points, scores = tv.keypointrcnn_inference(logits, rois)
+        points, scores = keypoint_inference(logits, rois)  # torchvision's, batched
         for detections, image_points, image_scores in zip(result, points, scores):
             detections["keypoints"] = image_points
             detections["keypoints_scores"] = image_scores
