@@ -106,6 +106,21 @@ def run_submit(video: Path, every: int, profile: Profile, workers: int, output: 
     }
 
 
+def run_worker_profile(video: Path, profile: Profile, scratch: Path, timeout: float = 1800) -> dict:
+    """`benchmarks/worker_profile.py`: the worker class without Ray, and the forward alone."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    result_file = scratch / "worker_profile.json"
+    result_file.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "benchmarks.worker_profile", "--profile", profile.name,
+               "--video", str(video), "--result", str(result_file)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               env=_environment(), cwd=ROOT, text=True)
+    log = _wait(process, timeout)
+    if process.returncode != 0:
+        raise RuntimeError(f"worker profile exited {process.returncode}:\n{log[-3000:]}")
+    return json.loads(result_file.read_text())
+
+
 def _wait(process: subprocess.Popen, timeout: float) -> str:
     """The process's output once it has ended (killed after `timeout` seconds)."""
     try:

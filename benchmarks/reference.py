@@ -2,8 +2,10 @@
 
 This is what someone would write without maskray: decode frames in a loop, run the model on
 batches, threshold the pasted masks and encode them with pycocotools. It builds the very
-same network as maskray (`models.registry.build_model`, same weights and seed), so the only
-differences are the ones maskray adds or removes around the model.
+same network as maskray (`models.registry.build_model`, same weights and seed) and runs it
+with torchvision's own post-processing (`torchvision_path.torchvision_twin`: every candidate
+above the score threshold into NMS, masks pasted one at a time), so the differences are the
+ones maskray adds or removes around the backbone and heads.
 
 Run in its own process (the benchmark measures its memory like any command):
     python -m benchmarks.reference --video V --every N --profile-json '{...}' --result out.json
@@ -26,6 +28,7 @@ import torch
 from pycocotools import mask as coco_mask
 
 from benchmarks.profiles import Profile
+from benchmarks.torchvision_path import torchvision_twin
 from maskray.models.registry import build_model
 
 
@@ -40,7 +43,7 @@ def run(video: str, every: int, profile: Profile) -> dict:
         max_size=profile.max_size, score_threshold=profile.score_threshold,
         max_instances=profile.max_instances,
     )
-    model.to(device)
+    model = torchvision_twin(model).to(device)
     load_s = time.perf_counter() - started
     timings = {"decode_s": 0.0, "forward_s": 0.0, "encode_s": 0.0}
     masks: dict[int, list[str]] = {}

@@ -12,7 +12,8 @@ Sections (each can be skipped):
   ceiling  the `null` model (detects nothing, computes nothing) over a long video: where
            decode, scheduling, Arrow and Parquet top out;
   gpu      profiles.GPU (720p, AMP fp16, batch 8) when CUDA is visible: frames/s per GPU and
-           the share of time the GPUs were busy.
+           the share of time the GPUs were busy; then the worker class without Ray
+           (worker_profile.py) against the model forward alone, with its time split.
 It measures the installed maskray (`pip install -e .` of this checkout), prints a report
 with the issue's targets and writes every raw measurement as JSON (--json).
 """
@@ -29,7 +30,7 @@ import time
 from pathlib import Path
 
 from benchmarks import gpu, media
-from benchmarks.commands import read_masks, run_reference, run_submit
+from benchmarks.commands import read_masks, run_reference, run_submit, run_worker_profile
 from benchmarks.profiles import CPU, GPU, Profile
 from benchmarks.summary import frames_per_s, identical_masks, summarise, table, target_line
 
@@ -113,8 +114,10 @@ def gpu_section(args, scratch: Path, cache: Path, say) -> dict:
         gpus = max(1, run.get("workers", 1))
         run.update(frames_per_s=frames_per_s(run), frames_per_s_per_gpu=frames_per_s(run) / gpus,
                    gpu_busy=share)
+    say("gpu: the worker class without Ray, and the model forward alone")
+    worker = run_worker_profile(video, GPU, scratch / "gpu_worker")
     return {"profile": GPU.to_dict(), "video": str(video), "gpus": count,
-            "device": devices[0], "runs": runs}
+            "device": devices[0], "runs": runs, "worker": worker}
 
 
 def report(results: dict) -> list[str]:
@@ -160,6 +163,13 @@ def report(results: dict) -> list[str]:
                          f"{run['frames_per_s_per_gpu']:.1f} per GPU, busy {busy}")
         best = max(r["frames_per_s_per_gpu"] for n, r in found["runs"].items() if n != "reference")
         lines.append(target_line("maskray frames/s per GPU (720p, R50-FPN)", best, 100))
+        worker = found["worker"]
+        busy = ", ".join(f"GPU{i} {100 * b:.0f}%" for i, b in (worker["gpu_busy"] or {}).items())
+        lines.append(f"  worker without Ray: {worker['frames_per_s']:.1f} frames/s, busy {busy or 'n/a'}; "
+                     f"forward alone {worker['forward_alone_frames_per_s']:.1f} frames/s; split (s): "
+                     + ", ".join(f"{k} {v:.1f}" for k, v in worker["split_s"].items()))
+        lines.append(target_line("worker / forward alone", worker["x_forward_alone"], 0.9))
+        lines.append(target_line("GPU busy share, worker", max((worker["gpu_busy"] or {0: 0}).values()), 0.85))
     elif results.get("gpu_skipped"):
         lines.append(f"gpu: not measured ({results['gpu_skipped']})")
     for name, message in results.get("failed", {}).items():

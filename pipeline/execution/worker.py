@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import queue
 import socket
+import sys
 import threading
 import time
 from typing import Iterator, Optional, Union
@@ -70,7 +71,7 @@ class ShardWorker:
         return {
             "host": socket.gethostname(),
             "pid": os.getpid(),
-            "gpu_ids": [str(i) for i in self.gpu_ids],
+            "gpu_ids": [str(i) for i in self.gpu_ids or []],
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "device": self.device,
             "weights_id": self.predictor.weights_id,
@@ -205,20 +206,20 @@ def _decode_ahead(shard, batch_size: int, timings: dict) -> Iterator[Union[tuple
         thread.join(timeout=5)
 
 
-def _assigned_gpu_ids() -> list:
-    """GPU ids Ray gave this actor ([] outside Ray or without GPUs)."""
+def _assigned_gpu_ids() -> Optional[list]:
+    """GPU ids Ray gave this actor; None outside Ray (benchmarks/worker_profile.py), where
+    nothing is assigned and a visible GPU is used."""
+    ray = sys.modules.get("ray")  # a Ray worker has imported Ray; nothing else need import it
+    if ray is None or not ray.is_initialized():
+        return None
     try:
-        import ray
-
-        if not ray.is_initialized():
-            return []
         return list(ray.get_runtime_context().get_accelerator_ids().get("GPU", []))
     except Exception:  # not inside a Ray worker
         return []
 
 
-def _choose_device(gpu_ids: list, force_cpu: bool) -> str:
-    if force_cpu or not gpu_ids:
+def _choose_device(gpu_ids: Optional[list], force_cpu: bool) -> str:
+    if force_cpu or gpu_ids == []:
         return "cpu"
     import torch
 
