@@ -112,6 +112,34 @@ def test_checkpoint_keeps_training_variants_and_loads_from_a_uri(tmp_path):
         build_model("demo", "none", roi_op="bogus")
 
 
+def test_variants_are_constructor_arguments_not_patches():
+    """Each switch builds its own parts into one RoI heads class (no class swapped later)."""
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
+    from torchvision.ops import MultiScaleRoIAlign
+
+    from maskray.models.roi_heads import DetectionRoIHeads
+    from maskray.models.variants import MLPMaskHead, MultiScaleRoIPool
+
+    for roi_op, mask_loss, mask_head in (("align", "sigmoid", "fcn"), ("pool", "softmax", "mlp")):
+        model, _ = build_model("demo", "none", roi_op=roi_op, mask_loss=mask_loss,
+                               mask_head=mask_head, pre_nms_top=7)
+        heads = model.roi_heads
+        assert type(heads) is DetectionRoIHeads
+        assert (heads.mask_loss, heads.pre_nms_top) == (mask_loss, 7)
+        pooler = MultiScaleRoIPool if roi_op == "pool" else MultiScaleRoIAlign
+        assert all(type(p) is pooler
+                   for p in (heads.box_roi_pool, heads.mask_roi_pool, heads.keypoint_roi_pool))
+        assert type(heads.mask_head) is (MLPMaskHead if mask_head == "mlp" else MaskRCNNHeads)
+        with torch.inference_mode():
+            (found,) = model([torch.rand(3, 96, 128)])
+        masks = found["masks"]
+        assert masks.shape[1:] == (1, 96, 128) and ((masks >= 0) & (masks <= 1)).all()
+    with pytest.raises(UsageError, match="pre-NMS"):
+        build_model("demo", "none", pre_nms_top=0)
+    with pytest.raises(UsageError, match="mask head"):
+        build_model("keypointrcnn_resnet50_fpn", "none", mask_head="mlp")
+
+
 class _Payload:
     """A pickle that would create a file if it were ever unpickled."""
 

@@ -40,6 +40,7 @@ def test_json_round_trip_keeps_every_field():
         (dict(fps=-1.0), "--fps"),
         (dict(batch_size=0), "--batch-size"),
         (dict(max_instances=-3), "--max-instances"),
+        (dict(pre_nms_top=0), "--pre-nms-top"),
         (dict(workers=0), "--workers"),
         (dict(min_size=900, max_size=500), "--min-size"),
         (dict(score_threshold=1.5), "--score-threshold"),
