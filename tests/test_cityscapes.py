@@ -262,6 +262,7 @@ def ray_local():
     ray.shutdown()
 
 
+@pytest.mark.ray
 def test_train_on_cityscapes_then_submit_and_eval_with_the_checkpoint(tmp_path, capsys, ray_local):
     root = tmp_path / "city"
     generate_cityscapes(root, train=4, val=2, width=256, height=128, seed=3, max_objects=3)

@@ -18,6 +18,8 @@ import pytest
 from maskray.jobs.ray_local import ray_session
 from maskray.models.errors import UsageError
 
+pytestmark = pytest.mark.ray  # every test here starts (or joins) a real Ray
+
 SESSION = r"""
 import json, os, subprocess, sys
 from maskray.jobs.ray_local import ray_session
