@@ -29,6 +29,9 @@ RESULT_FIELDS = (
 )
 
 
+ADDED_LATER = ("pre_nms_top",)  # result fields that outputs of older versions do not record
+
+
 def normalise_uri(uri: str) -> str:
     """A URI as given (`s3://...`), or a local path (or `file://`) made absolute."""
     return storage.canonical(str(uri))
@@ -149,12 +152,20 @@ class JobSpec:
     def fingerprint(self) -> str:
         """A short hash of the fields that change results (not workers, batch size, address)."""
         data = {name: getattr(self, name) for name in RESULT_FIELDS}
+        # A field added later counts only away from its default, so outputs written before it
+        # existed keep their fingerprint and resume.
+        for name in ADDED_LATER:
+            if data[name] == _DEFAULTS[name]:
+                del data[name]
         text = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def differences_from_dict(self, other: dict) -> list[str]:
-        """Result-changing fields on which `other` (a spec as stored in `_job.json`) differs."""
-        return [name for name in RESULT_FIELDS if getattr(self, name) != other.get(name)]
+        """Result-changing fields on which `other` (a spec as stored in `_job.json`) differs.
+
+        A field an older maskray did not write (`pre_nms_top`) counts as its default."""
+        return [name for name in RESULT_FIELDS
+                if getattr(self, name) != other.get(name, _DEFAULTS.get(name))]
 
     @property
     def device(self) -> str:
@@ -168,6 +179,9 @@ class JobSpec:
     def from_dict(cls, data: dict) -> "JobSpec":
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in known})
+
+
+_DEFAULTS = {f.name: f.default for f in fields(JobSpec)}
 
 
 def _cuda_available() -> bool:

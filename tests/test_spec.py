@@ -75,3 +75,7 @@ def test_fingerprint_follows_results_not_resources():
     assert base.fingerprint() != spec(every=5, weights="demo").fingerprint()
     assert base.fingerprint() != spec(every=5, score_threshold=0.7).fingerprint()
     assert spec(every=10).differences_from_dict(base.to_dict()) == ["every"]
+    older = {k: v for k, v in base.to_dict().items() if k != "pre_nms_top"}  # before the field
+    assert base.differences_from_dict(older) == []
+    assert spec(every=5, pre_nms_top=50).differences_from_dict(older) == ["pre_nms_top"]
+    assert base.fingerprint() != spec(every=5, pre_nms_top=50).fingerprint()
