@@ -8,7 +8,7 @@ two before it) in 5-bit groups, least significant first, each group as one ASCII
 
 `mask_runs` finds the runs with torch ops on the masks' own device, so only the run lengths
 (a few numbers per column) leave an accelerator, never the full-resolution masks;
-`counts_from_runs` compresses them on the host. `encode_batch_torch` does both.
+`counts_from_runs` compresses them on the host.
 """
 
 from __future__ import annotations
@@ -20,19 +20,6 @@ import torch
 _MAX_GROUPS = 7
 
 
-def encode_batch_torch(masks: torch.Tensor) -> list[str]:
-    """COCO counts strings of a batch of masks, computed where the masks are.
-
-    masks: (N, H, W) bool tensor on any device. Returns N strings.
-    """
-    if masks.dim() != 3:
-        raise ValueError(f"encode_batch_torch expects (N, H, W) masks, got {tuple(masks.shape)}")
-    if masks.shape[1] * masks.shape[2] == 0:
-        return [""] * masks.shape[0]
-    runs = {name: value.cpu().numpy() for name, value in mask_runs([masks]).items()}
-    return counts_from_runs(**runs)
-
-
 def mask_runs(masks: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     """Run lengths of the masks of several frames, found on the masks' device.
 
@@ -42,6 +29,8 @@ def mask_runs(masks: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     `runs_per_mask` (M,) int64 and `starts_with_one` (M,) bool. One host sync (the number of
     runs), however many masks and frames; `counts_from_runs` finishes on the host.
     """
+    if any(m.dim() != 3 for m in masks):
+        raise ValueError("mask_runs expects (N, H, W) masks per frame")
     if any(m.shape[1] * m.shape[2] == 0 for m in masks):
         raise ValueError("mask_runs needs frames of at least one pixel")
     masks = [m for m in masks if m.shape[0] > 0]

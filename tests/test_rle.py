@@ -48,16 +48,26 @@ def edge_masks() -> list[np.ndarray]:
     return masks + [column, row, corner, checker]
 
 
+def encode(frames: list[torch.Tensor]) -> list[str]:
+    """The Predictor's route: runs of every frame's masks on their device, then the host."""
+    runs = {name: value.cpu().numpy() for name, value in rle.mask_runs(frames).items()}
+    return rle.counts_from_runs(**runs)
+
+
 @pytest.mark.parametrize("kind", ["real", "edge"])
 def test_torch_encoder_matches_pycocotools_one_by_one_and_batched(kind):
     masks = real_masks() if kind == "real" else edge_masks()
     for mask in masks:
-        assert rle.encode_batch_torch(torch.from_numpy(mask)[None]) == [reference(mask)]
+        assert encode([torch.from_numpy(mask)[None]]) == [reference(mask)]
     # A batch of same-sized masks mixing empty, full and real content is split correctly.
     same = [m for m in masks if m.shape == masks[0].shape]
     batch = [np.zeros_like(same[0]), *same, np.ones_like(same[0]), np.zeros_like(same[0])]
-    encoded = rle.encode_batch_torch(torch.from_numpy(np.stack(batch)))
-    assert encoded == [reference(m) for m in batch]
+    assert encode([torch.from_numpy(np.stack(batch))]) == [reference(m) for m in batch]
+    # Frames of different sizes (and one without instances) in one call, as a batch of frames.
+    frames = [torch.from_numpy(np.stack([m, ~m])) for m in masks[:4]]
+    frames.insert(1, torch.zeros((0, 7, 9), dtype=torch.bool))
+    expected = [reference(m) for pair in masks[:4] for m in (pair, ~pair)]
+    assert encode(frames) == expected
 
 
 def test_decode_inverts_pycocotools_encode():
@@ -68,17 +78,18 @@ def test_decode_inverts_pycocotools_encode():
 
 
 def test_degenerate_batches_and_bad_shapes():
-    assert rle.encode_batch_torch(torch.zeros((0, 5, 5), dtype=torch.bool)) == []
-    assert rle.encode_batch_torch(torch.zeros((2, 0, 5), dtype=torch.bool)) == ["", ""]
+    assert encode([torch.zeros((0, 5, 5), dtype=torch.bool)]) == [] and encode([]) == []
     assert rle.decode("", 0, 4).shape == (0, 4)
     with pytest.raises(ValueError):
         rle.decode(reference(np.ones((3, 7), bool)), 7, 4)  # counts cover 21 pixels, not 28
     with pytest.raises(ValueError):
-        rle.encode_batch_torch(torch.zeros((3, 4), dtype=torch.bool))
+        rle.mask_runs([torch.zeros((3, 4), dtype=torch.bool)])
+    with pytest.raises(ValueError):
+        rle.mask_runs([torch.zeros((2, 0, 5), dtype=torch.bool)])  # frames have pixels
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_torch_encoder_on_cuda_matches_pycocotools():
     masks = [m for m in real_masks() if m.shape == (300, 451)]
-    encoded = rle.encode_batch_torch(torch.from_numpy(np.stack(masks)).cuda())
-    assert encoded == [reference(m) for m in masks]
+    encoded = encode([torch.from_numpy(np.stack(masks)).cuda(), torch.from_numpy(masks[0][None]).cuda()])
+    assert encoded == [reference(m) for m in masks + masks[:1]]
