@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Optional
 
 from maskray.jobs.uri_credentials import refuse_credentials
@@ -152,8 +152,8 @@ class JobSpec:
     def fingerprint(self) -> str:
         """A short hash of the fields that change results (not workers, batch size, address)."""
         data = {name: getattr(self, name) for name in RESULT_FIELDS}
-        # A field added later counts only away from its default, so outputs written before it
-        # existed keep their fingerprint and resume.
+        # A field added later counts only away from its default: adding it leaves the
+        # fingerprint of every spec that keeps the default as it was.
         for name in ADDED_LATER:
             if data[name] == _DEFAULTS[name]:
                 del data[name]
@@ -163,7 +163,7 @@ class JobSpec:
     def differences_from_dict(self, other: dict) -> list[str]:
         """Result-changing fields on which `other` (a spec as stored in `_job.json`) differs.
 
-        A field an older maskray did not write (`pre_nms_top`) counts as its default."""
+        A field an older maskray did not write counts as its default."""
         return [name for name in RESULT_FIELDS
                 if getattr(self, name) != other.get(name, _DEFAULTS.get(name))]
 
@@ -181,7 +181,8 @@ class JobSpec:
         return cls(**{key: value for key, value in data.items() if key in known})
 
 
-_DEFAULTS = {f.name: f.default for f in fields(JobSpec)}
+_DEFAULTS = {f.name: f.default_factory() if f.default_factory is not MISSING else f.default
+             for f in fields(JobSpec)}
 
 
 def _cuda_available() -> bool:
