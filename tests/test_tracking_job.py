@@ -19,6 +19,8 @@ from maskray.pipeline.output.reader import open_output
 from maskray.pipeline.tracking.track_ids import video_key
 from submit_helpers import frame_keys, local_ray, read_table, run_cli
 
+pytestmark = pytest.mark.ray  # every test here reads jobs run on a real local Ray
+
 EVERY = 5  # 15 of the 75 frames: small, and objects move 5 frames' worth between them
 
 
