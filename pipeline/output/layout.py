@@ -7,6 +7,7 @@
     OUT/_SUCCESS                   every shard committed
     OUT/_driver.json               the driver's state and heartbeat (for `maskray status`)
     OUT/tracks/<video>.parquet     a video's track ids: (shard, track) -> track_id, after stitching
+    OUT/_index/<key>.npz           video frame indexes, cached (key: source uri, size, mtime)
 
 Writers and readers build paths through these functions only, so the layout can change in
 one file.
@@ -22,6 +23,7 @@ JOB_FILE = "_job.json"
 SUCCESS_FILE = "_SUCCESS"
 DRIVER_FILE = "_driver.json"
 TRACKS_DIR = "tracks"
+INDEXES = "_index"
 
 
 def part_uri(output: str, table: str, shard_id: str) -> str:
@@ -54,3 +56,7 @@ def track_ids_uri(output: str, video_key: str) -> str:
 
 def tracks_dir_uri(output: str) -> str:
     return storage.join(output, TRACKS_DIR)
+
+def video_index_uri(output: str, key: str) -> str:
+    """Where the frame index of one source version (`key`) is cached."""
+    return storage.join(output, INDEXES, f"{key}.npz")
