@@ -25,8 +25,12 @@ from maskray.pipeline import storage
 RESULT_FIELDS = (
     "sources", "model", "weights", "min_size", "max_size", "score_threshold",
     "mask_threshold", "max_instances", "pre_nms_top", "precision", "every", "fps", "keyframes",
-    "segment_seconds", "classes", "class_thresholds", "track", "tracker",
+    "classes", "class_thresholds", "track", "tracker",
 )
+# Frame numbers and times do not depend on where videos are cut, so without tracking a
+# resume may use another --segment-seconds (it re-plans; shards of the old cut not in the
+# new plan are withdrawn and redone). Track ids are stitched across cuts: there it counts.
+CUT_FIELDS = ("segment_seconds",)
 
 
 ADDED_LATER = ("pre_nms_top",)  # result fields that outputs of older versions do not record
@@ -151,7 +155,7 @@ class JobSpec:
     # ---- identity ---------------------------------------------------------------------------
     def fingerprint(self) -> str:
         """A short hash of the fields that change results (not workers, batch size, address)."""
-        data = {name: getattr(self, name) for name in RESULT_FIELDS}
+        data = {name: getattr(self, name) for name in self.result_fields()}
         # A field added later counts only away from its default: adding it leaves the
         # fingerprint of every spec that keeps the default as it was.
         for name in ADDED_LATER:
@@ -164,8 +168,11 @@ class JobSpec:
         """Result-changing fields on which `other` (a spec as stored in `_job.json`) differs.
 
         A field an older maskray did not write counts as its default."""
-        return [name for name in RESULT_FIELDS
+        return [name for name in self.result_fields()
                 if getattr(self, name) != other.get(name, _DEFAULTS.get(name))]
+
+    def result_fields(self) -> tuple[str, ...]:
+        return RESULT_FIELDS + (CUT_FIELDS if self.track else ())
 
     @property
     def device(self) -> str:

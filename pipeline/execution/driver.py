@@ -19,6 +19,8 @@ from typing import Callable, Optional, TextIO
 
 from maskray.models.errors import MaskrayError, UsageError
 from maskray.pipeline.output import sink
+from maskray.pipeline.execution.cluster_watch import ClusterWatch
+from maskray.pipeline.execution.indexing import video_indexer
 from maskray.pipeline.execution.progress import Progress
 from maskray.pipeline.inputs.shards import plan_shards
 from maskray.pipeline.inputs.listing import list_media
@@ -122,36 +124,62 @@ def _run(spec, media, manifest, connect, stream, terminal) -> JobOutcome:
 
 
 def _dispatch(pool: "WorkerPool", pending: list, committed: dict, progress: Progress, heartbeat) -> None:
-    """Hand shards to free actors until all are committed; retry lost ones (bounded)."""
+    """Hand shards to free actors until all are committed; retry lost ones (bounded).
+
+    A shard whose actor was on a node that died is retried without using up an attempt;
+    a driver that lost its cluster fails with one line (see cluster_watch.py).
+    """
     import ray
 
     queue = list(reversed(pending))  # pop() from the end keeps the planned order
     attempts: dict[str, int] = {}
     running: dict = {}  # ObjectRef -> (shard, actor)
-    while queue or running:
-        while queue and pool.has_idle():
-            shard = queue.pop()
-            attempts[shard.id] = attempts.get(shard.id, 0) + 1
-            actor = pool.take()
-            running[actor.process.remote(shard, attempts[shard.id])] = (shard, actor)
-        done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
-        for ref in done:
-            shard, actor = running.pop(ref)
-            try:
-                record = ray.get(ref)
-            except ray.exceptions.RayActorError as error:
-                pool.replace(actor)
-                _retry_or_fail(shard, attempts, queue, progress, "worker died", error)
-                continue
-            except ray.exceptions.RayTaskError as error:
+    watch = ClusterWatch()
+    try:
+        while queue or running:
+            while queue and pool.has_idle():
+                shard = queue.pop()
+                attempts[shard.id] = attempts.get(shard.id, 0) + 1
+                actor = pool.take()
+                watch.watch_actor(actor)
+                running[actor.process.remote(shard, attempts[shard.id])] = (shard, actor)
+            done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+            for ref in done:
+                shard, actor = running.pop(ref)
+                watch.forget_actor(actor)
+                try:
+                    record = ray.get(ref)
+                except ray.exceptions.RayActorError as error:
+                    pool.replace(actor)
+                    if error.preempted or watch.node_is_dead(actor):
+                        _requeue_node_lost(shard, attempts, queue, progress)
+                    else:
+                        _retry_or_fail(shard, attempts, queue, progress, "worker died", error)
+                    continue
+                except ray.exceptions.RayTaskError as error:
+                    pool.give_back(actor)
+                    _retry_or_fail(shard, attempts, queue, progress, "task failed", error)
+                    continue
                 pool.give_back(actor)
-                _retry_or_fail(shard, attempts, queue, progress, "task failed", error)
-                continue
-            pool.give_back(actor)
-            committed[shard.id] = record
-            progress.committed(record)
-        progress.tick()
-        heartbeat.beat()
+                committed[shard.id] = record
+                progress.committed(record)
+            for ref, (shard, actor) in list(running.items()):
+                if watch.on_dead_node(actor):  # Ray may never answer for a task on a vanished node
+                    del running[ref]
+                    watch.forget_actor(actor)
+                    pool.replace(actor)
+                    _requeue_node_lost(shard, attempts, queue, progress)
+            watch.raise_if_lost()
+            progress.tick()
+            heartbeat.beat()
+    finally:
+        watch.stop()
+
+
+def _requeue_node_lost(shard, attempts, queue, progress) -> None:
+    attempts[shard.id] -= 1  # a lost node is not the shard's fault: it keeps its retries
+    progress.retried(shard.id, attempts[shard.id] + 1, "its node was lost")
+    queue.append(shard)
 
 
 def _retry_or_fail(shard, attempts, queue, progress, what, error) -> None:
@@ -169,7 +197,7 @@ def _plan(spec, media, manifest: dict) -> list:
     sampling = Sampling(every=spec.every, fps=spec.fps, keyframes=bool(spec.keyframes))
     lookahead = HEAD_FRAMES if getattr(spec, "track", False) else 0
     shards = plan_shards(media, sampling, spec.segment_seconds, int(manifest["plan_workers"]),
-                         lookahead=lookahead)
+                         lookahead=lookahead, index_videos=video_indexer(spec.output))
     manifest.update(shards=len(shards), frames=sum(s.expected_frames for s in shards))
     sink.write_job(spec.output, manifest)
     return shards

@@ -19,6 +19,7 @@ from typing import Optional
 
 import pyarrow.fs as pafs
 
+from maskray.models.errors import first_line
 from maskray.pipeline import storage
 from maskray.pipeline.inputs.errors import DecodeError
 from maskray.pipeline.inputs.frame_index import FrameIndex
@@ -62,7 +63,7 @@ def index_video(uri: str, output: Optional[str] = None) -> tuple[FrameIndex, Ind
     try:
         size, mtime_ns = source_version(uri)
     except OSError as error:
-        raise DecodeError(f"cannot read video: {error}") from None
+        raise DecodeError(f"cannot read video: {first_line(error)}", transient=storage.is_transient(error)) from None
     key = cache_key(uri, size, mtime_ns) if output else None
     if key:
         cached = _read_cached(layout.video_index_uri(output, key))

@@ -20,20 +20,28 @@ import hashlib
 import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Optional
+from typing import Callable, Optional, Union
 
 from maskray.models.errors import first_line
 from maskray.pipeline import storage
+from maskray.pipeline.inputs.container_index import index_video
 from maskray.pipeline.inputs.errors import DecodeError, error_text
+from maskray.pipeline.inputs.frame_index import FrameIndex
 from maskray.pipeline.inputs.images import count_frames
 from maskray.pipeline.inputs.sampling import Sampling, plan_segments, sampled_frames
 from maskray.pipeline.inputs.listing import MediaFile
-from maskray.pipeline.inputs.video import VideoIndex, build_index
+from maskray.pipeline.inputs.video import VideoIndex
 
 SHARDS_PER_WORKER = 4  # enough pieces that a slow shard does not leave other workers idle
-MIN_SEGMENT_SECONDS = 2.0
-INDEX_THREADS = 8  # below this, per-shard overhead (seek, parquet parts) dominates
+MIN_SEGMENT_SECONDS = 2.0  # below this, per-shard overhead (seek, parquet parts) dominates
+# Whatever the job size, a shard holds at most about this much video: a worker buffers a
+# shard's rows until its commit, so this bounds its memory and the work a retry repeats.
+MAX_SEGMENT_SECONDS = 60.0
+INDEX_THREADS = 8
 PAGED_EXTENSIONS = frozenset({".gif", ".tif", ".tiff"})  # formats often holding several frames
+
+# Index the given videos, in order: each a FrameIndex or the message saying why it has none.
+VideoIndexer = Callable[[list[MediaFile]], list[Union[FrameIndex, str]]]
 
 
 @dataclass(frozen=True)
@@ -79,13 +87,18 @@ class Shard:
 
 
 def plan_shards(media: list[MediaFile], sampling: Sampling, segment_seconds: Optional[float],
-                workers: int, images_per_shard: int = 64, lookahead: int = 0) -> list[Shard]:
+                workers: int, images_per_shard: int = 64, lookahead: int = 0,
+                index_videos: Optional[VideoIndexer] = None) -> list[Shard]:
     """Cut the listed media into shards: image groups, bad inputs, then video segments; stable order.
 
     Without `segment_seconds`, videos are cut so the whole job gives about
     SHARDS_PER_WORKER shards per worker (never segments under MIN_SEGMENT_SECONDS, and
-    never shorter than a keyframe interval since cuts fall on keyframes only). Each video
-    segment but the last also gets the next one's first `lookahead` sampled frames.
+    never shorter than a keyframe interval since cuts fall on keyframes only). Either way
+    a segment is at most MAX_SEGMENT_SECONDS long (longer ones are cut at keyframes). Each
+    video segment but the last also gets the next one's first `lookahead` sampled frames.
+
+    `index_videos` builds the videos' indexes (the driver passes one that runs them as
+    cluster tasks); by default threads here read each container's own index, or demux.
     """
     error_shards: list[Shard] = []
     images: list[str] = []
@@ -99,9 +112,10 @@ def plan_shards(media: list[MediaFile], sampling: Sampling, segment_seconds: Opt
         else:
             video_files.append(item)
     videos: list[tuple[str, VideoIndex]] = []
-    for item, index_or_error in zip(video_files, _in_threads(_index_or_error, video_files)):
-        if isinstance(index_or_error, VideoIndex):
-            videos.append((item.uri, index_or_error))
+    indexes = (index_videos or _index_in_threads)(video_files)
+    for item, index_or_error in zip(video_files, indexes):
+        if isinstance(index_or_error, FrameIndex):
+            videos.append((item.uri, index_or_error.to_video_index()))
         else:
             error_shards.append(_error_shard(item, index_or_error))
     paged = [uri for uri in images if posixpath.splitext(uri)[1].lower() in PAGED_EXTENSIONS]
@@ -111,6 +125,7 @@ def plan_shards(media: list[MediaFile], sampling: Sampling, segment_seconds: Opt
     shards.extend(_pages_shard(uri, count) for uri, count in pages.items())
     if segment_seconds is None:
         segment_seconds = _default_segment_seconds([index for _, index in videos], workers)
+    segment_seconds = min(segment_seconds, MAX_SEGMENT_SECONDS)
     for uri, index in videos:
         shards.extend(_video_shards(uri, index, sampling, segment_seconds, lookahead))
     return shards
@@ -124,14 +139,19 @@ def _in_threads(function, items: list) -> list:
         return list(pool.map(function, items))
 
 
-def _index_or_error(item: MediaFile):
-    """The video's index, or the message saying why it has none (transient failures retried)."""
+def index_or_error(uri: str, output: Optional[str] = None) -> Union[FrameIndex, str]:
+    """The video's index (cached under `output` when given), or the message saying why it
+    has none (transient failures retried)."""
     try:
-        return storage.retrying(build_index, item.uri)
+        return storage.retrying(index_video, uri, output)[0]
     except DecodeError as error:
         return error_text(str(error), error.transient)
     except OSError as error:  # the store failed mid-read (PyAV re-raises the stream's error)
         return error_text(f"cannot read video: {first_line(error)}", storage.is_transient(error))
+
+
+def _index_in_threads(videos: list[MediaFile]) -> list:
+    return _in_threads(index_or_error, [item.uri for item in videos])
 
 
 def _page_count(uri: str) -> int:

@@ -1,0 +1,107 @@
+"""Watching the Ray cluster from the driver: is our own node alive, which nodes died.
+
+Ray does not always tell a waiting driver: with the embedded Ray's raylet killed, or the
+cluster it joined gone, `ray.wait` keeps returning nothing; an actor task on a node that
+vanished can stay pending. So a thread asks the GCS every CHECK_S seconds for the nodes
+(and where the running actors live), and the dispatch loop reads its latest answer:
+- the driver's own node dead, or no answer for LOST_AFTER_S: the job fails with one line
+  (exit 1), instead of waiting forever;
+- an actor whose node is dead: its shard goes back to the queue on a fresh actor, and the
+  attempt is not counted (losing a node is routine on spot fleets, not the shard's fault).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Optional
+
+from maskray.models.errors import MaskrayError
+
+CHECK_S = 3.0
+LOST_AFTER_S = 45.0
+
+
+class ClusterLost(MaskrayError):
+    """The driver can no longer reach a working Ray cluster (exit 1)."""
+
+
+class ClusterWatch:
+    def __init__(self, check_s: float = CHECK_S, lost_after_s: float = LOST_AFTER_S):
+        import ray
+
+        self._check_s, self._lost_after_s = check_s, lost_after_s
+        self._own_node = ray.get_runtime_context().get_node_id()
+        self._lock = threading.Lock()
+        self._last_answer = time.monotonic()
+        self._dead_nodes: set[str] = set()
+        self._actor_nodes: dict[str, str] = {}  # actor id (hex) -> node id (hex)
+        self._watched: set[str] = set()
+        self._error: Optional[str] = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="maskray-cluster-watch", daemon=True)
+        self._thread.start()
+
+    def watch_actor(self, actor) -> None:
+        with self._lock:
+            self._watched.add(actor._actor_id.hex())
+
+    def forget_actor(self, actor) -> None:
+        with self._lock:
+            self._watched.discard(actor._actor_id.hex())
+
+    def raise_if_lost(self) -> None:
+        with self._lock:
+            silent = time.monotonic() - self._last_answer
+            own_dead = self._own_node in self._dead_nodes
+            detail = self._error
+        if own_dead:
+            raise ClusterLost("lost the Ray cluster: the node this driver runs on died (its raylet is gone)")
+        if silent > self._lost_after_s:
+            why = f" ({detail})" if detail else ""
+            raise ClusterLost(f"lost the Ray cluster: no answer from it for {silent:.0f}s{why}")
+
+    def on_dead_node(self, actor) -> bool:
+        """True when the GCS says the node `actor` was placed on has died."""
+        with self._lock:
+            node = self._actor_nodes.get(actor._actor_id.hex())
+            return node is not None and node in self._dead_nodes
+
+    def node_is_dead(self, actor) -> bool:
+        """Asked now (not from the last check): did the node of `actor` die?"""
+        self._refresh(threading.Event(), also=[actor._actor_id.hex()])
+        return self.on_dead_node(actor)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._check_s):
+            answered = threading.Event()
+            reader = threading.Thread(target=self._refresh, args=(answered,), daemon=True)
+            reader.start()
+            # A GCS that is gone can make the call hang: stop waiting for it, keep checking.
+            reader.join(timeout=max(self._check_s, 10.0))
+
+    def _refresh(self, answered: threading.Event, also: tuple = ()) -> None:
+        import ray
+        from ray._private import state
+
+        try:
+            dead = {node["NodeID"] for node in ray.nodes() if not node.get("Alive", True)}
+            with self._lock:
+                watched = [a for a in {*self._watched, *also} if a not in self._actor_nodes]
+            placed = {}
+            for actor_id in watched:
+                entry = state.actors(actor_id=actor_id) or {}
+                node = (entry.get("Address") or {}).get("NodeID")
+                if node:
+                    placed[actor_id] = node
+        except Exception as error:  # the GCS is unreachable or answered nonsense: not an answer
+            with self._lock:
+                self._error = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            return
+        with self._lock:
+            self._dead_nodes, self._last_answer, self._error = dead, time.monotonic(), None
+            self._actor_nodes.update(placed)
+        answered.set()
