@@ -60,23 +60,25 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def start_head(num_cpus: int = 2, timeout: float = 120.0, auth_mode: str = "disabled") -> RayHead:
+def start_head(num_cpus: int = 2, timeout: float = 120.0, auth_mode: str = "disabled",
+               num_gpus: int = 0) -> RayHead:
     """Start a head and wait until its Jobs API answers; raises with the head's log if not.
 
     A port picked free can be taken by another process before Ray binds it: then `ray
-    start` exits, and one more try with fresh ports follows.
+    start` exits, and one more try with fresh ports follows. `num_gpus` are fake GPUs (a
+    resource count; workers without CUDA run on the CPU).
     """
     try:
-        return _start_head_once(num_cpus, timeout, auth_mode)
+        return _start_head_once(num_cpus, timeout, auth_mode, num_gpus)
     except _StartExited:
-        return _start_head_once(num_cpus, timeout, auth_mode)
+        return _start_head_once(num_cpus, timeout, auth_mode, num_gpus)
 
 
 class _StartExited(RuntimeError):
     pass
 
 
-def _start_head_once(num_cpus: int, timeout: float, auth_mode: str) -> RayHead:
+def _start_head_once(num_cpus: int, timeout: float, auth_mode: str, num_gpus: int) -> RayHead:
     # Short path: Ray puts Unix sockets under it and those paths are limited to ~107 bytes.
     temp_dir = tempfile.mkdtemp(prefix="mrh", dir="/tmp")
     (gcs, dashboard, client, agent_http, agent_grpc, metrics, env_agent, node_manager,
@@ -92,27 +94,11 @@ def _start_head_once(num_cpus: int, timeout: float, auth_mode: str) -> RayHead:
         "--runtime-env-agent-port", str(env_agent),
         "--node-manager-port", str(node_manager),
         "--object-manager-port", str(object_manager),
-        "--num-cpus", str(num_cpus), "--num-gpus", "0",
+        "--num-cpus", str(num_cpus), "--num-gpus", str(num_gpus),
         "--object-store-memory", str(200 * 1024 * 1024),
         "--temp-dir", temp_dir, "--disable-usage-stats",
     ]
-    env = dict(os.environ)
-    for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
-        env.pop(name, None)
-    env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
-    env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"  # no drain wait when we stop it
-    # Ray 2.5x+ turns token auth on for a head when ~/.ray/auth_token exists (any earlier
-    # `ray.init` on this machine writes one). Say explicitly what this head does, so the test
-    # does not depend on that file.
-    env["RAY_AUTH_MODE"] = auth_mode
-    # Marks every process of this head (inherited by raylet, workers, job drivers).
-    env["MASKRAY_TEST_RAY_HEAD"] = temp_dir
-    log_path = os.path.join(temp_dir, "ray-start.log")
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=temp_dir,
-            start_new_session=True,
-        )
+    process, log_path = _launch(command, temp_dir, auth_mode)
     head = RayHead(
         dashboard_url=f"http://127.0.0.1:{dashboard}", gcs_address=f"127.0.0.1:{gcs}",
         temp_dir=temp_dir, process=process, log_path=log_path,
@@ -132,10 +118,122 @@ def _start_head_once(num_cpus: int, timeout: float, auth_mode: str) -> RayHead:
         time.sleep(0.5)
 
 
+def ray_env(auth_mode: str) -> dict:
+    """The environment for `ray start` and for a driver joining it: this venv, no inherited
+    cluster address, and the auth mode said explicitly. Ray 2.5x+ turns token auth on when
+    ~/.ray/auth_token exists (any earlier `ray.init` here writes one), so a test must not
+    depend on that file; with "token" the token is RAY_AUTH_TOKEN (see `auth_token`)."""
+    env = dict(os.environ)
+    for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
+        env.pop(name, None)
+    env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
+    env["RAY_AUTH_MODE"] = auth_mode
+    if auth_mode == "token":
+        env["RAY_AUTH_TOKEN"] = auth_token()
+    return env
+
+
+_TOKEN: list[str] = []
+
+
+def auth_token() -> str:
+    """One random token for this test session's token-authenticated clusters."""
+    if not _TOKEN:
+        _TOKEN.append(os.urandom(16).hex())
+    return _TOKEN[0]
+
+
+def _launch(command: list[str], temp_dir: str, auth_mode: str) -> tuple[subprocess.Popen, str]:
+    env = ray_env(auth_mode)
+    env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"  # no drain wait when we stop it
+    # On a few busy shared cores the raylet's agents can take longer than Ray's default to
+    # start, and the raylet then aborts: give them minutes.
+    env.setdefault("RAY_agent_register_timeout_ms", "300000")
+    # Marks every process of this node (inherited by raylet, workers, job drivers).
+    env["MASKRAY_TEST_RAY_HEAD"] = temp_dir
+    log_path = os.path.join(temp_dir, "ray-start.log")
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=temp_dir,
+            start_new_session=True,
+        )
+    return process, log_path
+
+
+def start_node(head: RayHead, num_cpus: int, num_gpus: int = 0, auth_mode: str = "disabled",
+               timeout: float = 120.0) -> RayHead:
+    """A second node joining `head` (`ray start --address=... --block`), in its own process
+    group and temp dir; waits until the head counts it. Stop it with `stop_head`, or kill
+    its process group (`kill_node`) to lose it the way a preempted machine is lost."""
+    import ray  # noqa: F401 (only to fail early when the venv lacks it)
+
+    temp_dir = tempfile.mkdtemp(prefix="mrn", dir="/tmp")
+    node_manager, object_manager, metrics, agent_http, agent_grpc, env_agent = free_ports(6)
+    command = [
+        os.path.join(VENV_BIN, "ray"), "start", "--address", head.gcs_address, "--block",
+        "--node-ip-address", "127.0.0.1",
+        "--node-manager-port", str(node_manager), "--object-manager-port", str(object_manager),
+        "--metrics-export-port", str(metrics), "--dashboard-agent-listen-port", str(agent_http),
+        "--dashboard-agent-grpc-port", str(agent_grpc), "--runtime-env-agent-port", str(env_agent),
+        "--num-cpus", str(num_cpus), "--num-gpus", str(num_gpus),
+        "--object-store-memory", str(200 * 1024 * 1024),
+        "--temp-dir", temp_dir, "--disable-usage-stats",
+    ]
+    process, log_path = _launch(command, temp_dir, auth_mode)
+    node = RayHead(dashboard_url=head.dashboard_url, gcs_address=head.gcs_address, temp_dir=temp_dir,
+                   process=process, log_path=log_path)
+    deadline = time.monotonic() + timeout
+    while _alive_nodes(head) < 2:
+        if process.poll() is not None or time.monotonic() > deadline:
+            tail = node.log_tail()
+            stop_head(node)
+            raise RuntimeError(f"the second node did not join within {timeout:.0f}s:\n{tail}")
+        time.sleep(1.0)
+    return node
+
+
+def kill_node(node: RayHead) -> None:
+    """Lose `node` abruptly: SIGKILL its process group and every process marked with its temp dir."""
+    _kill_group(node.process.pid)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _processes_of(node.temp_dir, signal.SIGKILL):
+        time.sleep(0.3)
+
+
+def node_pids(node: RayHead) -> set:
+    """Pids of the processes `node` started (its raylet, workers, ...)."""
+    return set(_processes_of(node.temp_dir, None))
+
+
+def _alive_nodes(head: RayHead) -> int:
+    try:
+        with _dashboard_get(head.dashboard_url + "/api/v0/nodes?detail=false", timeout=10) as response:
+            answer = json.loads(response.read())
+    except (OSError, ValueError):
+        return 0
+    return _count_alive(answer)
+
+
+def _count_alive(value) -> int:
+    """Node records (`node_id` with `state` ALIVE) anywhere in the state API's answer."""
+    if isinstance(value, dict):
+        own = 1 if value.get("state") == "ALIVE" and "node_id" in value else 0
+        return own + sum(_count_alive(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_count_alive(v) for v in value)
+    return 0
+
+
+def _dashboard_get(url: str, timeout: float):
+    """GET on the dashboard, with the session's token (a token-auth head refuses requests without)."""
+    headers = {"Authorization": f"Bearer {_TOKEN[0]}"} if _TOKEN else {}
+    no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    return no_proxy.open(urllib.request.Request(url, headers=headers), timeout=timeout)
+
+
 def _jobs_api_ready(url: str) -> bool:
     try:
-        no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with no_proxy.open(url + "/api/version", timeout=2) as response:
+        with _dashboard_get(url + "/api/version", timeout=2) as response:
             return "ray_version" in json.loads(response.read())
     except (OSError, ValueError):
         return False

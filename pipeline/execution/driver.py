@@ -143,7 +143,11 @@ def _dispatch(pool: "WorkerPool", pending: list, committed: dict, progress: Prog
                 actor = pool.take()
                 watch.watch_actor(actor)
                 running[actor.process.remote(shard, attempts[shard.id])] = (shard, actor)
-            done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+            if running:
+                done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+            else:  # every actor is a replacement still starting
+                done = []
+                time.sleep(0.5)
             for ref in done:
                 shard, actor = running.pop(ref)
                 watch.forget_actor(actor)

@@ -62,7 +62,12 @@ def tracking_config(spec) -> Optional[dict]:
 
 
 class WorkerPool:
-    """Worker actors; a dead one is replaced by a fresh one so the pool keeps its size."""
+    """Worker actors; a dead one is replaced by a fresh one so the pool keeps its size.
+
+    A replacement takes shards only once it has started (placed on a node, model loaded):
+    after a node is lost its replacement may wait for resources that no longer exist, and a
+    shard handed to it would wait with it while the surviving actors sit idle.
+    """
 
     def __init__(self, spec, job_id, size, gpus_per_worker, cpus_per_worker):
         import ray
@@ -77,11 +82,13 @@ class WorkerPool:
                       tracking_config(spec))
         self._idle = [self._new() for _ in range(size)]
         self._all = list(self._idle)
+        self._starting: dict = {}  # describe() ref -> replacement actor not yet started
 
     def _new(self):
         return self._cls.remote(*self._args)
 
     def has_idle(self) -> bool:
+        self._admit_started()
         return bool(self._idle)
 
     def take(self):
@@ -94,9 +101,27 @@ class WorkerPool:
         import ray
 
         ray.kill(dead, no_restart=True)
+        self._idle = [a for a in self._idle if a is not dead]
         fresh = self._new()
         self._all = [a for a in self._all if a is not dead] + [fresh]
-        self._idle.append(fresh)
+        self._starting[fresh.describe.remote()] = fresh
+
+    def _admit_started(self) -> None:
+        import ray
+
+        if not self._starting:
+            return
+        ready, _ = ray.wait(list(self._starting), num_returns=len(self._starting), timeout=0)
+        for ref in ready:
+            actor = self._starting.pop(ref)
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayError as error:
+                self._all = [a for a in self._all if a is not actor]  # it could not start: drop it
+                if not self._all:
+                    raise MaskrayError(f"no worker replica could be started: {error_line(error)}") from None
+                continue
+            self._idle.append(actor)
 
     def describe(self) -> list[dict]:
         """Each actor's placement (waits until every replica has loaded its model).

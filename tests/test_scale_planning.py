@@ -1,0 +1,105 @@
+"""Planning at scale: segments capped whatever the job size, indexing as cluster tasks cached in
+OUT (the driver reads no media bytes), and a resume with another --segment-seconds."""
+
+from __future__ import annotations
+
+import os
+
+import av
+import pytest
+
+from maskray.jobs.local import run_job
+from maskray.pipeline.execution.indexing import index_on_cluster
+from maskray.pipeline.inputs.frame_index import FrameIndex
+from maskray.pipeline.inputs.listing import MediaFile
+from maskray.pipeline.inputs.sampling import Sampling
+from maskray.pipeline.inputs.shards import MAX_SEGMENT_SECONDS, plan_shards
+from maskray.pipeline.inputs.video import build_index
+from maskray.pipeline.output import layout
+from submit_helpers import commits, frame_keys, local_ray, read_table, small_spec
+
+
+def _remux(source: str, target, container: str, times: int = 1) -> str:
+    """`source` played `times` times in a row (packets copied, timestamps shifted)."""
+    with av.open(source) as inp, av.open(str(target), "w", format=container) as out:
+        stream = inp.streams.video[0]
+        packets = [p for p in inp.demux(stream) if p.size and p.pts is not None]
+        span = max(p.pts for p in packets) + 512 - min(p.pts for p in packets)  # bikes: 512 ticks a frame
+        template = out.add_stream_from_template(stream)
+        for copy in range(times):
+            for packet in packets:
+                packet.pts += span if copy else 0
+                packet.dts = packet.dts + (span if copy else 0)
+                packet.stream = template
+                out.mux(packet)
+    return str(target)
+
+
+@pytest.fixture(scope="module")
+def bikes(data_dir) -> str:
+    return str(data_dir / "videos" / "bikes.mp4")
+
+
+@pytest.fixture(scope="module")
+def long_video(bikes, tmp_path_factory) -> str:
+    """bikes.mp4 30 times: 300 s, 7,500 frames."""
+    return _remux(bikes, tmp_path_factory.mktemp("long") / "long.mp4", "mp4", times=30)
+
+
+def test_segments_are_capped_whatever_the_job_size(long_video):
+    index = build_index(long_video)
+    gap = max(index.time(b) - index.time(a) for a, b in zip(index.keyframes, index.keyframes[1:]))
+    media = [MediaFile(long_video, "video", os.path.getsize(long_video))]
+    for segment_seconds in (None, 600.0):  # automatic for 1 worker would be 75 s; asked 600 s
+        shards = plan_shards(media, Sampling(every=10), segment_seconds, workers=1)
+        lengths = [index.time(s.end_frame - 1) - index.time(s.start_frame) for s in shards]
+        assert len(shards) >= 300 / (MAX_SEGMENT_SECONDS + gap)
+        assert max(lengths) < MAX_SEGMENT_SECONDS + gap
+        planned = sorted(f for s in shards for f in s.frames)
+        assert planned == list(range(0, 7500, 10))  # every sampled frame in exactly one shard
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    with local_ray() as ray:
+        yield ray
+
+
+def test_indexing_runs_on_the_cluster_and_the_driver_reads_no_video(ray_session, bikes, long_video, tmp_path):
+    """The driver process's own reads (rchar) stay far below the videos' bytes, the MPEG-TS
+    one (demuxed: no container index) included; each index lands in OUT's cache."""
+    ts_video = _remux(long_video, tmp_path / "long.ts", "mpegts")
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypisom" + b"\x00" * 5000)
+    paths = [bikes, long_video, ts_video, str(broken)]
+    media = [MediaFile(path, "video", os.path.getsize(path)) for path in paths]
+    output = str(tmp_path / "out")
+    before = _driver_bytes_read()
+    results = index_on_cluster(media, output)
+    read = _driver_bytes_read() - before
+    video_bytes = sum(item.size for item in media)
+    assert read < 0.05 * video_bytes, f"the driver read {read} bytes for {video_bytes} bytes of video"
+    assert isinstance(results[3], str) and "\n" not in results[3]  # a bad video: its message
+    for path, index in zip(paths[:3], results[:3]):
+        assert isinstance(index, FrameIndex) and index.to_video_index() == build_index(path)
+    assert len(os.listdir(os.path.join(output, layout.INDEXES))) == 3
+    again = index_on_cluster(media[:3], output)
+    assert all(a.same_frames(b) for a, b in zip(again, results[:3]))
+
+
+def _driver_bytes_read() -> int:
+    with open("/proc/self/io") as stream:
+        return int(next(line for line in stream if line.startswith("rchar")).split()[1])
+
+
+def test_resume_with_another_segment_length_keeps_every_frame_once(ray_session, bikes, tmp_path):
+    output = tmp_path / "out"
+    assert run_job(small_spec([bikes], output, every=25, segment_seconds=2.0)) == 0
+    first = set(commits(str(output)))
+    assert len(first) > 1
+    # Another cut is accepted (it does not change results): new shards, each frame once.
+    assert run_job(small_spec([bikes], output, every=25, segment_seconds=5.0)) == 0
+    records = commits(str(output))
+    assert set(records) != first
+    keys = frame_keys(read_table(str(output), "frames"))
+    assert set(keys) == {(bikes, f) for f in range(0, 250, 25)} and set(keys.values()) == {1}
