@@ -161,12 +161,25 @@ def _launch(command: list[str], temp_dir: str, auth_mode: str) -> tuple[subproce
 
 
 def start_node(head: RayHead, num_cpus: int, num_gpus: int = 0, auth_mode: str = "disabled",
-               timeout: float = 120.0) -> RayHead:
+               timeout: float = 120.0, tries: int = 3) -> RayHead:
     """A second node joining `head` (`ray start --address=... --block`), in its own process
     group and temp dir; waits until the head counts it. Stop it with `stop_head`, or kill
     its process group (`kill_node`) to lose it the way a preempted machine is lost."""
-    import ray  # noqa: F401 (only to fail early when the venv lacks it)
+    deadline = time.monotonic() + timeout
+    while _alive_nodes(head) < 1:  # the head's own raylet first: on a busy machine it may still fail
+        if head.process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the head's raylet did not come up:\n{head.log_tail()}")
+        time.sleep(1.0)
+    for tries_left in range(tries - 1, -1, -1):
+        try:
+            return _start_node_once(head, num_cpus, num_gpus, auth_mode, deadline)
+        except _StartExited:
+            # `ray start` gives a raylet 30 s to register, which a busy machine can miss.
+            if not tries_left or head.process.poll() is not None:
+                raise
 
+
+def _start_node_once(head: RayHead, num_cpus: int, num_gpus: int, auth_mode: str, deadline: float) -> RayHead:
     temp_dir = tempfile.mkdtemp(prefix="mrn", dir="/tmp")
     node_manager, object_manager, metrics, agent_http, agent_grpc, env_agent = free_ports(6)
     command = [
@@ -182,12 +195,14 @@ def start_node(head: RayHead, num_cpus: int, num_gpus: int = 0, auth_mode: str =
     process, log_path = _launch(command, temp_dir, auth_mode)
     node = RayHead(dashboard_url=head.dashboard_url, gcs_address=head.gcs_address, temp_dir=temp_dir,
                    process=process, log_path=log_path)
-    deadline = time.monotonic() + timeout
     while _alive_nodes(head) < 2:
-        if process.poll() is not None or time.monotonic() > deadline:
-            tail = node.log_tail()
+        gone = "the head" if head.process.poll() is not None else "it" if process.poll() is not None else None
+        if gone or time.monotonic() > deadline:
+            tail = (head if gone == "the head" else node).log_tail()
             stop_head(node)
-            raise RuntimeError(f"the second node did not join within {timeout:.0f}s:\n{tail}")
+            why = f"{gone} exited" if gone else "it did not join in time"
+            error = _StartExited if gone == "it" else RuntimeError
+            raise error(f"the second node did not start ({why}):\n{tail}")
         time.sleep(1.0)
     return node
 

@@ -26,14 +26,19 @@ START_TIMEOUT = 400  # `ray start` on 2 busy shared cores can take minutes
 @pytest.fixture
 def two_nodes(s3_server):
     """(head, second node), started after the S3 variables are set so their workers see them."""
-    head = start_head(num_cpus=1, num_gpus=1, auth_mode="token", timeout=START_TIMEOUT)
-    node = None
+    for tries_left in (1, 0):  # on 2 busy shared cores a raylet can abort while starting: once more
+        head = start_head(num_cpus=1, num_gpus=1, auth_mode="token", timeout=START_TIMEOUT)
+        try:
+            node = start_node(head, num_cpus=2, num_gpus=1, auth_mode="token", timeout=START_TIMEOUT)
+            break
+        except RuntimeError:
+            stop_head(head)
+            if not tries_left:
+                raise
     try:
-        node = start_node(head, num_cpus=2, num_gpus=1, auth_mode="token", timeout=START_TIMEOUT)
         yield head, node
     finally:
-        if node is not None:
-            stop_head(node)
+        stop_head(node)
         stop_head(head)
 
 

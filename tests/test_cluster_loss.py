@@ -1,0 +1,67 @@
+"""A driver that survives its cluster: with the embedded Ray's raylet killed mid-job,
+`maskray submit` exits 1 with one line within about a minute, instead of waiting forever."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from submit_helpers import REPO, SMALL_FLAGS, commits
+
+
+def test_killed_raylet_ends_submit_with_one_line_and_exit_1(data_dir, tmp_path):
+    output = tmp_path / "out"
+    command = [sys.executable, "-c", "from maskray.cli import main; main()", "submit",
+               str(data_dir / "videos" / "bikes.mp4"), "--output", str(output), "--segment-seconds", "60",
+               "--batch-size", "1", *SMALL_FLAGS]
+    stderr_path = tmp_path / "stderr.txt"
+    with open(stderr_path, "wb") as stderr:
+        submit = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr,
+                                  start_new_session=True)
+    try:
+        deadline = time.monotonic() + 400
+        while "shards to do" not in stderr_path.read_text(errors="replace"):
+            assert submit.poll() is None, stderr_path.read_text()
+            assert time.monotonic() < deadline, "the job never started"
+            time.sleep(0.5)
+        assert not commits(str(output))  # one long shard: still running
+        raylets = [pid for pid in _session_pids(submit.pid) if _is_raylet(pid)]
+        assert len(raylets) == 1
+        os.kill(raylets[0], signal.SIGKILL)
+        killed_at = time.monotonic()
+        code = submit.wait(timeout=180)
+        waited = time.monotonic() - killed_at
+    finally:
+        for pid in _session_pids(submit.pid):  # the embedded Ray's leftovers: ours only
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    lines = [line for line in stderr_path.read_text(errors="replace").splitlines() if line.startswith("maskray: error")]
+    assert code == 1, stderr_path.read_text()[-2000:]
+    assert waited < 90
+    assert len(lines) == 1 and "lost the Ray cluster" in lines[0]
+    assert "Traceback" not in stderr_path.read_text(errors="replace")
+
+
+def _session_pids(session: int) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.getsid(int(name)) == session:
+                    found.append(int(name))
+            except (ProcessLookupError, PermissionError):
+                continue
+    return found
+
+
+def _is_raylet(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as stream:
+            return stream.read().split(b"\0")[0].endswith(b"/raylet")
+    except OSError:
+        return False
