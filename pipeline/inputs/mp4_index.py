@@ -221,13 +221,18 @@ def _edit(body: Optional[memoryview], movie_timescale: Optional[int], timescale:
     if edits and edits[0][1] == -1:
         if not movie_timescale:
             return None
-        empty_offset = edits[0][0] * timescale // movie_timescale
+        empty_offset = _rescale(edits[0][0], timescale, movie_timescale)
         edits = edits[1:]
     if len(edits) != 1 or edits[0][2] != 0x00010000:
         return None if edits or empty_offset else (0, None, 0)
     segment, media_time, _rate = edits[0]
-    duration = segment * timescale // movie_timescale if (movie_timescale and segment) else None
+    duration = _rescale(segment, timescale, movie_timescale) if (movie_timescale and segment) else None
     return max(0, media_time), duration, empty_offset
+
+
+def _rescale(value: int, to_scale: int, from_scale: int) -> int:
+    """value * to_scale / from_scale rounded half up, as FFmpeg's av_rescale."""
+    return (value * to_scale + from_scale // 2) // from_scale
 
 
 def _average_rate(stts: np.ndarray, timescale: int, pts: np.ndarray) -> float:
