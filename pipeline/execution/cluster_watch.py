@@ -20,6 +20,10 @@ from maskray.models.errors import MaskrayError
 
 CHECK_S = 3.0
 LOST_AFTER_S = 45.0
+# How long a lost actor's node may still look alive before the loss counts as the worker's:
+# Ray's GCS declares a silent node dead after its health checks fail (~15-30 s).
+NODE_VERDICT_S = 60.0
+NODE_LOST, WORKER_DIED = "node lost", "worker died"
 
 
 class ClusterLost(MaskrayError):
@@ -66,6 +70,25 @@ class ClusterWatch:
         with self._lock:
             node = self._actor_nodes.get(actor._actor_id.hex())
             return node is not None and node in self._dead_nodes
+
+    def verdict(self, actor, error, since: float) -> Optional[str]:
+        """Why `actor` was lost: NODE_LOST, WORKER_DIED, or None while that cannot be told yet.
+
+        An actor that died on a live node (its process crashed) is the worker's loss at once;
+        one that is only "unavailable" (its node stopped answering) waits for the GCS to
+        declare the node dead, at most NODE_VERDICT_S.
+        """
+        import ray
+
+        if getattr(error, "preempted", False):
+            return NODE_LOST
+        waiting = error is None or isinstance(error, ray.exceptions.ActorUnavailableError)
+        # A death is decided once, so ask the GCS now; a wait reads the thread's latest answer.
+        if self.on_dead_node(actor) if waiting else self.node_is_dead(actor):
+            return NODE_LOST
+        if waiting:
+            return WORKER_DIED if time.monotonic() - since > NODE_VERDICT_S else None
+        return WORKER_DIED
 
     def node_is_dead(self, actor) -> bool:
         """Asked now (not from the last check): did the node of `actor` die?"""

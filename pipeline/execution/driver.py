@@ -19,7 +19,7 @@ from typing import Callable, Optional, TextIO
 
 from maskray.models.errors import MaskrayError, UsageError
 from maskray.pipeline.output import sink
-from maskray.pipeline.execution.cluster_watch import ClusterWatch
+from maskray.pipeline.execution.cluster_watch import NODE_LOST, ClusterWatch
 from maskray.pipeline.execution.indexing import video_indexer
 from maskray.pipeline.execution.progress import Progress
 from maskray.pipeline.inputs.shards import plan_shards
@@ -134,9 +134,10 @@ def _dispatch(pool: "WorkerPool", pending: list, committed: dict, progress: Prog
     queue = list(reversed(pending))  # pop() from the end keeps the planned order
     attempts: dict[str, int] = {}
     running: dict = {}  # ObjectRef -> (shard, actor)
+    lost: dict = {}  # shard id -> (shard, actor, error, since): actor gone, cause not yet known
     watch = ClusterWatch()
     try:
-        while queue or running:
+        while queue or running or lost:
             while queue and pool.has_idle():
                 shard = queue.pop()
                 attempts[shard.id] = attempts.get(shard.id, 0) + 1
@@ -145,20 +146,16 @@ def _dispatch(pool: "WorkerPool", pending: list, committed: dict, progress: Prog
                 running[actor.process.remote(shard, attempts[shard.id])] = (shard, actor)
             if running:
                 done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
-            else:  # every actor is a replacement still starting
+            else:  # waiting for replacements to start, or for a verdict on lost actors
                 done = []
                 time.sleep(0.5)
             for ref in done:
                 shard, actor = running.pop(ref)
-                watch.forget_actor(actor)
                 try:
                     record = ray.get(ref)
                 except ray.exceptions.RayActorError as error:
                     pool.replace(actor)
-                    if error.preempted or watch.node_is_dead(actor):
-                        _requeue_node_lost(shard, attempts, queue, progress)
-                    else:
-                        _retry_or_fail(shard, attempts, queue, progress, "worker died", error)
+                    lost[shard.id] = (shard, actor, error, time.monotonic())
                     continue
                 except ray.exceptions.RayTaskError as error:
                     pool.give_back(actor)
@@ -170,9 +167,18 @@ def _dispatch(pool: "WorkerPool", pending: list, committed: dict, progress: Prog
             for ref, (shard, actor) in list(running.items()):
                 if watch.on_dead_node(actor):  # Ray may never answer for a task on a vanished node
                     del running[ref]
-                    watch.forget_actor(actor)
                     pool.replace(actor)
+                    lost[shard.id] = (shard, actor, None, time.monotonic())
+            for shard_id, (shard, actor, error, since) in list(lost.items()):
+                verdict = watch.verdict(actor, error, since)
+                if verdict is None:
+                    continue
+                del lost[shard_id]
+                watch.forget_actor(actor)
+                if verdict == NODE_LOST:
                     _requeue_node_lost(shard, attempts, queue, progress)
+                else:
+                    _retry_or_fail(shard, attempts, queue, progress, "worker died", error)
             watch.raise_if_lost()
             progress.tick()
             heartbeat.beat()
