@@ -1,4 +1,5 @@
-"""A driver that survives its cluster: with the embedded Ray's raylet killed mid-job,
+"""A driver that survives its cluster: with the embedded Ray's raylet killed mid-job, or the
+cluster it joined gone,
 `maskray submit` exits 1 with one line within about a minute, instead of waiting forever."""
 
 from __future__ import annotations
@@ -65,3 +66,41 @@ def _is_raylet(pid: int) -> bool:
             return stream.read().split(b"\0")[0].endswith(b"/raylet")
     except OSError:
         return False
+
+
+def test_joined_cluster_going_away_ends_submit_with_one_line_and_exit_1(data_dir, tmp_path):
+    """`--address <head>` joins a cluster; killing that whole cluster mid-job ends the driver."""
+    from ray_head import kill_node, ray_env, start_head, stop_head
+
+    head = start_head(num_cpus=2, auth_mode="token", timeout=400)
+    output = tmp_path / "out"
+    stderr_path = tmp_path / "stderr.txt"
+    try:
+        command = [sys.executable, "-c", "from maskray.cli import main; main()", "submit",
+                   str(data_dir / "videos" / "bikes.mp4"), "--output", str(output), "--address", head.gcs_address,
+                   "--segment-seconds", "60", "--batch-size", "1", *SMALL_FLAGS]
+        with open(stderr_path, "wb") as stderr:
+            submit = subprocess.Popen(command, cwd=REPO, env=ray_env("token"), stdout=subprocess.DEVNULL,
+                                      stderr=stderr, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 400
+            while "shards to do" not in stderr_path.read_text(errors="replace"):
+                assert submit.poll() is None, stderr_path.read_text()
+                assert time.monotonic() < deadline, "the job never started"
+                time.sleep(0.5)
+            kill_node(head)  # the whole cluster: GCS, raylet, the workers
+            killed_at = time.monotonic()
+            code = submit.wait(timeout=180)
+            waited = time.monotonic() - killed_at
+        finally:
+            if submit.poll() is None:
+                os.killpg(submit.pid, signal.SIGKILL)
+                submit.wait()
+    finally:
+        stop_head(head)
+    text = stderr_path.read_text(errors="replace")
+    lines = [line for line in text.splitlines() if line.startswith("maskray: error")]
+    assert code == 1, text[-2000:]
+    assert waited < 90
+    assert len(lines) == 1 and "lost the Ray cluster" in lines[0], text[-2000:]
+    assert "Traceback" not in text

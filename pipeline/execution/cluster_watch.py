@@ -12,14 +12,19 @@ vanished can stay pending. So a thread asks the GCS every CHECK_S seconds for th
 
 from __future__ import annotations
 
+import os
+import socket
+import sys
 import threading
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from maskray.models.errors import MaskrayError
 
 CHECK_S = 3.0
-LOST_AFTER_S = 45.0
+# Under Ray's own limit (its driver quits without a word after 60 s without the GCS).
+LOST_AFTER_S = 30.0
+_PROBE_TIMEOUT_S = 2.0
 # How long a lost actor's node may still look alive before the loss counts as the worker's:
 # Ray's GCS declares a silent node dead after its health checks fail (~15-30 s).
 NODE_VERDICT_S = 60.0
@@ -31,17 +36,23 @@ class ClusterLost(MaskrayError):
 
 
 class ClusterWatch:
-    def __init__(self, check_s: float = CHECK_S, lost_after_s: float = LOST_AFTER_S):
+    def __init__(self, check_s: float = CHECK_S, lost_after_s: float = LOST_AFTER_S,
+                 on_lost: Optional[Callable[[str], None]] = None):
+        """`on_lost(message)` is called from the watching thread when the cluster is lost,
+        for a caller whose own thread may be stuck inside Ray (see `exit_lost`)."""
         import ray
 
         self._check_s, self._lost_after_s = check_s, lost_after_s
-        self._own_node = ray.get_runtime_context().get_node_id()
+        context = ray.get_runtime_context()
+        self._own_node = context.get_node_id()
+        self._gcs = _host_port(context.gcs_address)
         self._lock = threading.Lock()
         self._last_answer = time.monotonic()
         self._dead_nodes: set[str] = set()
         self._actor_nodes: dict[str, str] = {}  # actor id (hex) -> node id (hex)
         self._watched: set[str] = set()
         self._error: Optional[str] = None
+        self._on_lost = on_lost
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="maskray-cluster-watch", daemon=True)
         self._thread.start()
@@ -55,15 +66,21 @@ class ClusterWatch:
             self._watched.discard(actor._actor_id.hex())
 
     def raise_if_lost(self) -> None:
+        message = self.lost_message()
+        if message:
+            raise ClusterLost(message)
+
+    def lost_message(self) -> Optional[str]:
         with self._lock:
             silent = time.monotonic() - self._last_answer
             own_dead = self._own_node in self._dead_nodes
             detail = self._error
         if own_dead:
-            raise ClusterLost("lost the Ray cluster: the node this driver runs on died (its raylet is gone)")
+            return "lost the Ray cluster: the node this driver runs on died (its raylet is gone)"
         if silent > self._lost_after_s:
             why = f" ({detail})" if detail else ""
-            raise ClusterLost(f"lost the Ray cluster: no answer from it for {silent:.0f}s{why}")
+            return f"lost the Ray cluster: no answer from it for {silent:.0f}s{why}"
+        return None
 
     def on_dead_node(self, actor) -> bool:
         """True when the GCS says the node `actor` was placed on has died."""
@@ -105,12 +122,20 @@ class ClusterWatch:
             reader.start()
             # A GCS that is gone can make the call hang: stop waiting for it, keep checking.
             reader.join(timeout=max(self._check_s, 10.0))
+            message = self.lost_message()
+            if message and self._on_lost is not None:
+                self._on_lost(message)
+                return
 
     def _refresh(self, answered: threading.Event, also: tuple = ()) -> None:
         import ray
         from ray._private import state
 
         try:
+            # Ray's GCS calls can hold the interpreter while they wait for a GCS that is gone;
+            # a plain connection attempt first tells a vanished cluster without blocking.
+            if self._gcs:
+                socket.create_connection(self._gcs, timeout=_PROBE_TIMEOUT_S).close()
             dead = {node["NodeID"] for node in ray.nodes() if not node.get("Alive", True)}
             with self._lock:
                 watched = [a for a in {*self._watched, *also} if a not in self._actor_nodes]
@@ -128,3 +153,24 @@ class ClusterWatch:
             self._dead_nodes, self._last_answer, self._error = dead, time.monotonic(), None
             self._actor_nodes.update(placed)
         answered.set()
+
+
+def exit_lost(record: Callable[[str], None]) -> Callable[[str], None]:
+    """An `on_lost` that records the failure (`record(message)`), prints the one line and ends
+    the process with exit code 1: with its cluster gone, Ray calls in the driver's main thread
+    can block for minutes, or Ray ends the process itself without a word."""
+
+    def on_lost(message: str) -> None:
+        try:
+            record(message)
+        finally:
+            sys.stderr.write(f"maskray: error: {message}\n")
+            sys.stderr.flush()
+            os._exit(ClusterLost.exit_code)
+
+    return on_lost
+
+
+def _host_port(address: Optional[str]) -> Optional[tuple[str, int]]:
+    host, _, port = (address or "").rpartition(":")
+    return (host, int(port)) if host and port.isdigit() else None

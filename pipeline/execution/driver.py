@@ -19,7 +19,7 @@ from typing import Callable, Optional, TextIO
 
 from maskray.models.errors import MaskrayError, UsageError
 from maskray.pipeline.output import sink
-from maskray.pipeline.execution.cluster_watch import NODE_LOST, ClusterWatch
+from maskray.pipeline.execution.cluster_watch import NODE_LOST, ClusterWatch, exit_lost
 from maskray.pipeline.execution.indexing import video_indexer
 from maskray.pipeline.execution.progress import Progress
 from maskray.pipeline.inputs.shards import plan_shards
@@ -96,7 +96,8 @@ def _run(spec, media, manifest, connect, stream, terminal) -> JobOutcome:
                 f" {workers} workers: " + ", ".join(placement_text(p) for p in placement)
             )
             progress.start_clock()
-            _dispatch(pool, pending, committed, progress, heartbeat)
+            _dispatch(pool, pending, committed, progress, heartbeat,
+                      on_lost=exit_lost(lambda message: heartbeat.finish("failed", message)))
         finally:
             pool.shutdown()
             progress.close()
@@ -123,7 +124,8 @@ def _run(spec, media, manifest, connect, stream, terminal) -> JobOutcome:
     return JobOutcome(3 if errors else 0, summary)
 
 
-def _dispatch(pool: "WorkerPool", pending: list, committed: dict, progress: Progress, heartbeat) -> None:
+def _dispatch(pool: "WorkerPool", pending: list, committed: dict, progress: Progress, heartbeat,
+              on_lost=None) -> None:
     """Hand shards to free actors until all are committed; retry lost ones (bounded).
 
     A shard whose actor was on a node that died is retried without using up an attempt;
@@ -135,7 +137,7 @@ def _dispatch(pool: "WorkerPool", pending: list, committed: dict, progress: Prog
     attempts: dict[str, int] = {}
     running: dict = {}  # ObjectRef -> (shard, actor)
     lost: dict = {}  # shard id -> (shard, actor, error, since): actor gone, cause not yet known
-    watch = ClusterWatch()
+    watch = ClusterWatch(on_lost=on_lost)
     try:
         while queue or running or lost:
             while queue and pool.has_idle():
