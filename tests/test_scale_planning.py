@@ -94,12 +94,16 @@ def _driver_bytes_read() -> int:
 
 
 def test_resume_with_another_segment_length_keeps_every_frame_once(ray_session, bikes, tmp_path):
+    """Without tracking the cut does not change results (with it, track ids are stitched across
+    cuts, so --segment-seconds stays part of the job's identity)."""
     output = tmp_path / "out"
-    assert run_job(small_spec([bikes], output, every=25, segment_seconds=2.0)) == 0
+    assert small_spec([bikes], output, track=True, segment_seconds=2.0).fingerprint() != \
+        small_spec([bikes], output, track=True, segment_seconds=5.0).fingerprint()
+    assert run_job(small_spec([bikes], output, every=25, segment_seconds=2.0, track=False)) == 0
     first = set(commits(str(output)))
     assert len(first) > 1
     # Another cut is accepted (it does not change results): new shards, each frame once.
-    assert run_job(small_spec([bikes], output, every=25, segment_seconds=5.0)) == 0
+    assert run_job(small_spec([bikes], output, every=25, segment_seconds=5.0, track=False)) == 0
     records = commits(str(output))
     assert set(records) != first
     keys = frame_keys(read_table(str(output), "frames"))

@@ -57,6 +57,7 @@ def track_ids_uri(output: str, video_key: str) -> str:
 def tracks_dir_uri(output: str) -> str:
     return storage.join(output, TRACKS_DIR)
 
+
 def video_index_uri(output: str, key: str) -> str:
     """Where the frame index of one source version (`key`) is cached."""
     return storage.join(output, INDEXES, f"{key}.npz")
