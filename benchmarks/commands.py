@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from benchmarks.process_tree import TreeSampler
 from benchmarks.profiles import Profile
+from maskray.pipeline.output.sink import read_commits
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,8 +34,8 @@ def maskray_command() -> list[str]:
 
 
 def _environment() -> dict:
-    """This process's environment without a cluster address or test hooks."""
-    return {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MASKRAY_TEST_PID_DIR")}
+    """This process's environment without a cluster address."""
+    return {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
 
 
 def run_reference(video: Path, every: int, profile: Profile, scratch: Path,
@@ -78,18 +79,18 @@ def run_submit(video: Path, every: int, profile: Profile, workers: int, output: 
     command_s = time.perf_counter() - started
     if process.returncode != 0:
         raise RuntimeError(f"maskray submit exited {process.returncode}:\n{log[-3000:]}")
-    records = [json.loads(p.read_text()) for p in sorted((output / "_commits").glob("*.json"))]
-    first_start = min(r["committed_at"] - r["timings"]["total_s"] - r["timings"].get("write_s", 0)
+    records = list(read_commits(str(output)).values())
+    first_start = min(r.committed_at - r.timings["total_s"] - r.timings.get("write_s", 0)
                       for r in records)
-    window_s = max(r["committed_at"] for r in records) - first_start
-    sums = {key: sum(r["timings"].get(key, 0.0) for r in records)
+    window_s = max(r.committed_at for r in records) - first_start
+    sums = {key: sum(r.timings.get(key, 0.0) for r in records)
             for key in ("infer_s", "forward_s", "decode_wait_s", "write_s")}
     peaks = sampler.result
-    worker_pids = {r["worker"]["pid"] for r in records}
+    worker_pids = {r.worker["pid"] for r in records}
     return {
-        "frames": sum(r["frames"] for r in records),
-        "instances": sum(r["instances"] for r in records),
-        "errors": sum(r["errors"] for r in records),
+        "frames": sum(r.frames for r in records),
+        "instances": sum(r.instances for r in records),
+        "errors": sum(r.errors for r in records),
         "shards": len(records),
         "workers": workers,
         "window_s": window_s,

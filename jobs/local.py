@@ -44,18 +44,17 @@ def run_job(spec: JobSpec, address: Optional[str] = None, *, overwrite: bool = F
 
 
 def _check_model_and_weights(spec: JobSpec, on_this_machine: bool) -> None:
-    """Fail in a second, not after starting Ray and the workers: an unknown model, and
-    (when the workers run here) weights that are not where they should be."""
+    """Fail in a second, not after starting Ray and the workers: an unknown model, and (when
+    the workers run here) a weights file that is not there. Torch-free, so the driver process
+    stays small: the workers load (and fully check) the weights."""
+    from maskray.models.errors import WeightsError
     from maskray.models.specs import get_spec
-    from maskray.models.weights import coco_weights_cached, load_weights
 
-    model = get_spec(spec.model)  # UsageError naming the choices
-    if not on_this_machine or spec.weights in ("none", "demo"):
+    get_spec(spec.model)  # UsageError naming the choices
+    if not on_this_machine or spec.weights in ("none", "demo", "coco") or "://" in spec.weights:
         return
-    missing = (coco_weights_cached(spec.model) is not True if spec.weights == "coco"
-               else "://" not in spec.weights and not os.path.isfile(spec.weights))
-    if missing:  # loading says precisely what is wrong, and where to put the file
-        load_weights(spec.weights, model=spec.model, coco_file=model.coco_weights)
+    if not os.path.isfile(os.path.expanduser(spec.weights)):
+        raise WeightsError(f"weights file {spec.weights} does not exist (or use one of: coco, none, demo)")
 
 
 def _version() -> str:

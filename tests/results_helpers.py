@@ -15,7 +15,7 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 from maskray.models.predictor import FramePrediction
-from maskray.pipeline.output import sink
+from maskray.pipeline.output import layout, sink
 from maskray.pipeline import storage
 from maskray.pipeline.output.schema import FrameRef, predictions_to_batches
 
@@ -70,11 +70,12 @@ def write_shard(output: str, shard_id: str, frames: Sequence[tuple[FrameRef, Fra
     (what a reader sees while a worker is between writing parts and committing)."""
     refs = [ref for ref, _ in frames]
     instances, frame_rows = predictions_to_batches(refs, [p for _, p in frames], shard_id)
-    writer = sink.ShardWriter(output, shard_id, {"maskray.job_id": "test-job"})
+    writer = sink.OutputSink(output, "test-job").shard_writer(shard_id, 1, {})
     writer.add(instances, frame_rows)
-    writer.commit({"worker": "test"})
+    rows = frame_rows.num_rows
+    writer.commit(frames=rows, frames_ok=rows, errors=0, instances=instances.num_rows)
     if not commit:  # the parts stay, the commit record goes
-        filesystem, path = storage.resolve(sink.commit_uri(output, shard_id))
+        filesystem, path = storage.resolve(layout.commit_uri(output, shard_id))
         filesystem.delete_file(path)
 
 
@@ -86,7 +87,7 @@ def write_output(output: str, frames: Sequence[tuple[FrameRef, FramePrediction]]
         shard_id = f"s{start // shard_size:04d}"
         write_shard(output, shard_id, frames[start:start + shard_size])
         shard_ids.append(shard_id)
-    sink.write_success(output, {"shards": len(shard_ids)})
+    sink.write_success(output, {"shards": len(shard_ids), "job_id": "test-job"})
     return shard_ids
 
 

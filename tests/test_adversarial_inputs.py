@@ -47,7 +47,7 @@ def _run_worker(output, shards, **config) -> list[dict]:
     sink.write_job(str(output), {"job_id": "test-job", "model": config.get("model", "x"), "weights_id": "x"})
     predictor = dict({"model": "maskrcnn_resnet50_fpn", "weights": "none", "min_size": 128, "max_size": 213},
                      **config)
-    worker = ShardWorker(predictor, str(output), "test-job", batch_size=4, force_cpu=True)
+    worker = ShardWorker(predictor, sink.OutputSink(str(output), "test-job"), batch_size=4, force_cpu=True)
     for shard in shards:
         worker.process(shard)
     return sorted(open_output(str(output)).frames().to_table().to_pylist(), key=lambda r: (r["source"], r["frame"]))

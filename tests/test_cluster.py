@@ -159,9 +159,10 @@ def test_cancelled_job_keeps_committed_shards_and_resumes(ray_head, data_dir, tm
     # the shard the one worker had in flight, and no reader sees it.
     snapshot = open_output(str(output))
     frames = snapshot.frames().to_table()
-    assert frames.num_rows == sum(record["frames"] for record in snapshot.commits.values())
+    assert frames.num_rows == sum(record.frames for record in snapshot.commits.values())
     for table in ("instances", "frames"):
-        uncommitted = {p.stem for p in (output / table).glob("*.parquet")} - set(commits)
+        named = {record.paths()[table] for record in commits.values()}
+        uncommitted = {f"{table}/{p.name}" for p in (output / table).glob("*.parquet")} - named
         assert len(uncommitted) <= 1
 
     code, out, _ = maskray(capsys, "jobs", "--address", address)

@@ -17,6 +17,7 @@ from maskray.jobs.local import run_job
 from maskray.models.errors import UsageError
 from maskray.pipeline import storage
 from maskray.pipeline.execution.progress import Progress
+from maskray.pipeline.output.layout import CommitRecord
 from submit_helpers import SMALL_FLAGS, commits, frame_keys, local_ray, read_table, run_cli, small_spec
 
 pytestmark = pytest.mark.ray  # every test here runs a real local Ray
@@ -193,7 +194,7 @@ def test_progress_shows_frames_rate_eta_and_errors():
     plain = io.StringIO()
     progress = Progress(10, 3, done_frames=2, done_shards=1, stream=plain, interval=0.0, terminal=False)
     progress.start_clock()
-    progress.committed({"frames": 4, "instances": 9, "errors": 1})
+    progress.committed(CommitRecord(shard="s1", job_id="j", attempt=1, frames=4, errors=1, instances=9, files={}))
     line = plain.getvalue().strip().splitlines()[-1]
     assert "6/10 frames (60%)" in line and "2/3 shards" in line and "frames/s" in line
     assert "ETA" in line and "1 errors" in line
@@ -202,7 +203,7 @@ def test_progress_shows_frames_rate_eta_and_errors():
     terminal = io.StringIO()
     bar = Progress(10, 3, stream=terminal, terminal=True)
     bar.start_clock()
-    bar.committed({"frames": 4, "instances": 9, "errors": 1})
+    bar.committed(CommitRecord(shard="s1", job_id="j", attempt=1, frames=4, errors=1, instances=9, files={}))
     bar.close()
     assert "4/10" in terminal.getvalue() and "errors 1" in terminal.getvalue()
 

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from maskray.models.errors import UsageError, first_line
+from maskray.models.errors import MaskrayError, first_line
 from maskray.pipeline.text_table import text_table
 
 OUTPUT_KEY = "maskray.output"
@@ -83,12 +83,14 @@ class ClusterJob:
 
 def output_progress(output: str) -> str:
     """`3/5 shards, 120/250 frames (48%), 0 errors` from the output's commit records."""
-    from maskray.pipeline.output.status import output_status
+    from maskray.pipeline.output.status import NoJobError, output_status
 
     try:
         status = output_status(output)
-    except UsageError as error:  # no _job.json yet, or OUT cannot be read from this machine
-        return "not started" if "no _job.json" in str(error) else first_line(error)
+    except NoJobError:  # the driver has not written the job file yet
+        return "not started"
+    except MaskrayError as error:  # OUT cannot be read from this machine, or a damaged record
+        return first_line(error)
     except (OSError, ValueError) as error:
         return f"output not readable from here ({first_line(error)})"
     if status.shards_total is None or status.frames_total is None:

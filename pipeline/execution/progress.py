@@ -54,13 +54,14 @@ class Progress:
             )
             self._set_postfix()
 
-    def committed(self, record: dict) -> None:
-        """A shard's commit record arrived."""
-        frames = int(record.get("frames", 0))
+    def committed(self, record, completes_shard: bool = True) -> None:
+        """A commit record (`layout.CommitRecord`) arrived; a bisected piece counts its frames,
+        and its planned shard once the last piece is in."""
+        frames = int(record.frames)
         self.frames += frames
-        self.shards += 1
-        self.instances += int(record.get("instances", 0))
-        self.errors += int(record.get("errors", 0))
+        self.shards += int(completes_shard)
+        self.instances += int(record.instances)
+        self.errors += int(record.errors)
         if self._bar is not None:
             self._set_postfix()
             self._bar.update(frames)

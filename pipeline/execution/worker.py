@@ -23,14 +23,9 @@ from typing import Iterator, Optional, Union
 import numpy as np
 import pyarrow as pa
 
-from maskray.pipeline.output import sink
 from maskray.pipeline.inputs.geometry import restore
 from maskray.pipeline.inputs.shard_frames import iter_shard_frames
 from maskray.pipeline.output.schema import FrameError, FrameRef, error_batches, predictions_to_batches
-
-# Test-only fault injection: when set, `process` writes `<dir>/<pid>` (holding the shard id)
-# as it starts, so a test can kill this actor's process from outside, mid-shard.
-TEST_PID_DIR_ENV = "MASKRAY_TEST_PID_DIR"
 
 _END = object()
 
@@ -38,8 +33,8 @@ _END = object()
 class ShardWorker:
     """Holds one Predictor; `process(shard)` decodes, predicts, writes and commits a shard."""
 
-    def __init__(self, predictor_config: dict, output: str, job_id: str, batch_size: int,
-                 force_cpu: bool = False, tracking: Optional[dict] = None):
+    def __init__(self, predictor_config: dict, sink, batch_size: int, force_cpu: bool = False,
+                 tracking: Optional[dict] = None):
         from maskray.models.errors import MaskrayError
         from maskray.models.predictor import Predictor, PredictorConfig
 
@@ -55,8 +50,7 @@ class ShardWorker:
             self.predictor = Predictor(PredictorConfig(**config))
         except MaskrayError as error:
             self.startup_error = error
-        self.output = output
-        self.job_id = job_id
+        self.sink = sink  # pipeline.output.sink.OutputSink: where and for which job we write
         self.batch_size = max(1, int(batch_size))
         self.model_name = predictor_config.get("model")
         self.tracking = tracking  # TrackerConfig fields: video segments are tracked; None: off
@@ -77,18 +71,21 @@ class ShardWorker:
             "weights_id": self.predictor.weights_id,
         }
 
-    def process(self, shard, attempt: int = 1) -> dict:
-        """Decode, predict and write one shard; returns its commit record (already written)."""
+    def process(self, shard, attempt: int = 1, planned: str = "", piece: str = "",
+                failure: Optional[str] = None):
+        """Decode, predict and write one shard; returns its commit record (already written).
+
+        `planned`/`piece`: the planned shard this is (a bisected piece of); `failure`: the
+        inputs failed the worker every time, so write `failure` as their error rows instead.
+        """
         if self.startup_error is not None:
             raise self.startup_error
-        _announce_for_tests(shard.id)
         started = time.time()
-        writer = sink.ShardWriter(
-            self.output, shard.id,
-            {"maskray.job_id": self.job_id, "maskray.model": self.model_name,
-             "maskray.weights_id": self.predictor.weights_id},
+        writer = self.sink.shard_writer(
+            shard.id, attempt,
+            {"maskray.model": self.model_name, "maskray.weights_id": self.predictor.weights_id},
         )
-        counts = {"frames": 0, "errors": 0, "instances": 0}
+        counts = {"frames": 0, "errors": 0, "instances": 0, "transient_errors": 0}
         timings = {"decode_wait_s": 0.0, "infer_s": 0.0}
         forward_before = self.predictor.forward_s
 
@@ -119,11 +116,14 @@ class ShardWorker:
             pending_rgb.clear()
             pending_geometry.clear()
 
-        for item in _decode_ahead(shard, self.batch_size, timings):
+        items = _failure_rows(shard, failure) if failure else _decode_ahead(shard, self.batch_size, timings)
+        for item in items:
             if isinstance(item, FrameError):
                 writer.add(*error_batches([item], shard.id))
                 counts["frames"] += 1
                 counts["errors"] += 1
+                # An error that may go away (a storage timeout): a resume redoes the shard.
+                counts["transient_errors"] += int(item.transient)
                 continue
             ref, rgb, geometry = item
             pending_refs.append(ref)
@@ -136,19 +136,25 @@ class ShardWorker:
         timings["forward_s"] = self.predictor.forward_s - forward_before  # inside the model
         timings = {key: round(value, 3) for key, value in timings.items()}
         timings["total_s"] = round(time.time() - started, 3)
-        record = {
-            "job_id": self.job_id,
-            "attempt": attempt,
-            "frames": counts["frames"],
-            "frames_ok": counts["frames"] - counts["errors"],
-            "errors": counts["errors"],
-            "instances": counts["instances"],
-            "worker": self.describe(),
-            "timings": timings,
-        }
-        if tracking is not None:  # what stitching needs, and the tracker's share of the time
-            record["tracks"] = tracking.record()
-        return writer.commit(record)
+        return writer.commit(
+            frames=counts["frames"], frames_ok=counts["frames"] - counts["errors"], errors=counts["errors"],
+            instances=counts["instances"], transient_errors=counts["transient_errors"],
+            worker=self.describe(), timings=timings,
+            planned=planned or shard.id, piece=piece,
+            # What stitching needs, and the tracker's share of the time.
+            tracks=tracking.record() if tracking is not None else None,
+        )
+
+
+def _failure_rows(shard, message: str) -> Iterator[FrameError]:
+    """One error row per input of a shard whose inputs failed the worker every time."""
+    if shard.kind == "video" and shard.frames and shard.index is not None:
+        index = shard.video_index()
+        for frame in shard.frames:
+            yield FrameError(shard.uris[0], int(frame), index.time(frame), message)
+        return
+    for uri in shard.uris:
+        yield FrameError(uri, 0, None, message)
 
 
 def _segment_tracking(shard, settings: Optional[dict]):
@@ -226,10 +232,3 @@ def _choose_device(gpu_ids: Optional[list], force_cpu: bool) -> str:
     # Ray sets CUDA_VISIBLE_DEVICES to the assigned ids, so "cuda" means our own GPU.
     return "cuda" if torch.cuda.is_available() else "cpu"
 
-
-def _announce_for_tests(shard_id: str) -> None:
-    folder: Optional[str] = os.environ.get(TEST_PID_DIR_ENV)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, str(os.getpid())), "w") as handle:
-            handle.write(shard_id)

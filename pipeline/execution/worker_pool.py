@@ -7,7 +7,6 @@ by setting CUDA_VISIBLE_DEVICES, so a replica's "cuda" is its own device.
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 from maskray.models.errors import MaskrayError, UsageError, first_line
@@ -69,17 +68,14 @@ class WorkerPool:
     shard handed to it would wait with it while the surviving actors sit idle.
     """
 
-    def __init__(self, spec, job_id, size, gpus_per_worker, cpus_per_worker):
+    def __init__(self, spec, sink, size, gpus_per_worker, cpus_per_worker):
         import ray
 
-        from maskray.pipeline.execution.worker import TEST_PID_DIR_ENV, ShardWorker
+        from maskray.pipeline.execution.worker import ShardWorker
 
         options = dict(num_gpus=gpus_per_worker, num_cpus=cpus_per_worker, max_restarts=0)
-        if os.environ.get(TEST_PID_DIR_ENV):  # test-only fault injection, see pipeline/worker.py
-            options["runtime_env"] = {"env_vars": {TEST_PID_DIR_ENV: os.environ[TEST_PID_DIR_ENV]}}
         self._cls = ray.remote(ShardWorker).options(**options)
-        self._args = (predictor_config(spec), spec.output, job_id, spec.batch_size, bool(spec.cpu),
-                      tracking_config(spec))
+        self._args = (predictor_config(spec), sink, spec.batch_size, bool(spec.cpu), tracking_config(spec))
         self._idle = [self._new() for _ in range(size)]
         self._all = list(self._idle)
         self._starting: dict = {}  # describe() ref -> replacement actor not yet started
@@ -97,10 +93,15 @@ class WorkerPool:
     def give_back(self, actor) -> None:
         self._idle.append(actor)
 
-    def replace(self, dead) -> None:
+    def replace(self, old) -> None:
+        """Kill `old` (dead, or alive after a failed task) and add a fresh actor."""
         import ray
 
-        ray.kill(dead, no_restart=True)
+        try:
+            ray.kill(old, no_restart=True)
+        except Exception:  # already gone
+            pass
+        dead = old
         self._idle = [a for a in self._idle if a is not dead]
         fresh = self._new()
         self._all = [a for a in self._all if a is not dead] + [fresh]
@@ -134,7 +135,7 @@ class WorkerPool:
         try:
             return ray.get([actor.describe.remote() for actor in self._all])
         except ray.exceptions.RayError as error:
-            cause = _original_error(error)
+            cause = original_error(error)
             if isinstance(cause, MaskrayError):
                 raise cause from None
             raise MaskrayError(f"workers failed to start: {error_line(cause or error)}") from error
@@ -154,12 +155,12 @@ def placement_text(placement: dict) -> str:
     return f"{placement['host']} pid {placement['pid']} {placement['device']} (GPU {gpus})"
 
 
-def _original_error(error: BaseException) -> Optional[BaseException]:
+def original_error(error: BaseException) -> Optional[BaseException]:
     """The exception raised inside an actor, when Ray kept it."""
     for name in ("cause", "base_exception"):
         cause = getattr(error, name, None)
         if isinstance(cause, BaseException) and cause is not error:
-            return _original_error(cause) or cause
+            return original_error(cause) or cause
     return None
 
 

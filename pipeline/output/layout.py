@@ -1,33 +1,53 @@
-"""The output folder's layout: every path name under OUT, in one place.
+"""The output folder's layout: every path name under OUT, and the typed records stored there.
 
-    OUT/_job.json                  spec, job id, model, weights id, version (no secrets)
-    OUT/instances/<shard>.parquet  one row per detected instance
-    OUT/frames/<shard>.parquet     one row per processed frame
-    OUT/_commits/<shard>.json      written last: a shard counts as done only once this exists
-    OUT/_SUCCESS                   every shard committed
-    OUT/_driver.json               the driver's state and heartbeat (for `maskray status`)
-    OUT/tracks/<video>.parquet     a video's track ids: (shard, track) -> track_id, after stitching
-    OUT/_index/<key>.npz           video frame indexes, cached (key: source uri, size, mtime)
+    OUT/_job.json                            spec, job id, model, weights id, version (no secrets)
+    OUT/instances/<shard>.<attempt>.parquet  one row per detected instance
+    OUT/frames/<shard>.<attempt>.parquet     one row per processed frame
+    OUT/_commits/<shard>.json                written last: names the parts of the attempt that won
+    OUT/_SUCCESS                             every shard committed (holds the job id)
+    OUT/_driver.json                         the driver's state and heartbeat (for `maskray status`)
+    OUT/_leases/<owner>.json                 one per driver that holds (or tries to hold) OUT
+    OUT/tracks/<video>.parquet               a video's track ids: (shard, track) -> track_id, after stitching
+    OUT/_index/<key>.npz                     video frame indexes, cached (key: source uri, size, mtime)
 
-Writers and readers build paths through these functions only, so the layout can change in
-one file.
+Part names are unique per attempt, so a late (zombie) attempt can never overwrite the files of
+the attempt whose commit record readers follow; readers read exactly the files a commit names.
+Writers and readers build paths through this module only, so the layout changes in one file.
 """
 
 from __future__ import annotations
 
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from fractions import Fraction
+from typing import Optional
+
+from maskray.models.errors import MaskrayError
 from maskray.pipeline import storage
 
 TABLE_NAMES = ("instances", "frames")
 COMMITS = "_commits"
+LEASES = "_leases"
 JOB_FILE = "_job.json"
 SUCCESS_FILE = "_SUCCESS"
 DRIVER_FILE = "_driver.json"
 TRACKS_DIR = "tracks"
 INDEXES = "_index"
+JOB_FILES = (SUCCESS_FILE, DRIVER_FILE, JOB_FILE)  # maskray's own files at OUT's root
 
 
-def part_uri(output: str, table: str, shard_id: str) -> str:
-    return storage.join(output, table, f"{shard_id}.parquet")
+class DamagedOutputError(MaskrayError, ValueError):
+    """A file maskray wrote cannot be parsed (truncated, edited): its message names the file."""
+
+
+def part_name(table: str, shard_id: str, attempt: str) -> str:
+    """A part's path relative to OUT, unique to one attempt of one shard."""
+    return f"{table}/{shard_id}.{attempt}.parquet"
+
+
+def relative_uri(output: str, relative: str) -> str:
+    return storage.join(output, relative)
 
 
 def commit_uri(output: str, shard_id: str) -> str:
@@ -36,6 +56,14 @@ def commit_uri(output: str, shard_id: str) -> str:
 
 def commits_uri(output: str) -> str:
     return storage.join(output, COMMITS)
+
+
+def leases_uri(output: str) -> str:
+    return storage.join(output, LEASES)
+
+
+def lease_uri(output: str, owner: str) -> str:
+    return storage.join(output, LEASES, f"{owner}.json")
 
 
 def job_uri(output: str) -> str:
@@ -61,3 +89,117 @@ def tracks_dir_uri(output: str) -> str:
 def video_index_uri(output: str, key: str) -> str:
     """Where the frame index of one source version (`key`) is cached."""
     return storage.join(output, INDEXES, f"{key}.npz")
+
+
+def is_commit_file(uri: str) -> bool:
+    name = uri.rsplit("/", 1)[-1]
+    return name.endswith(".json") and not name.startswith(".")
+
+
+def dumps(data: dict) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode()
+
+
+def parse_json(data: bytes, uri: str) -> dict:
+    """The JSON object in `data`, or DamagedOutputError naming `uri`."""
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise DamagedOutputError(f"damaged maskray file {uri}: {str(error).splitlines()[0]}") from None
+    if not isinstance(value, dict):
+        raise DamagedOutputError(f"damaged maskray file {uri}: not a JSON object")
+    return value
+
+
+@dataclass
+class CommitRecord:
+    """`_commits/<shard>.json`: one committed shard (or bisected piece of a planned shard).
+
+    `files` maps a table to `{"path": relative to OUT, "bytes": n}`; readers read these files
+    only. `planned` is the id of the planned shard this covers and `piece` its position in
+    the bisection ("" for a whole shard, "0"/"1" for halves, "01" for a half of the first half).
+    `transient_errors` counts error rows whose cause may go away (a resume redoes the shard).
+    """
+
+    shard: str
+    job_id: str
+    attempt: int
+    frames: int
+    errors: int
+    instances: int
+    files: dict
+    rows: dict = field(default_factory=dict)
+    frames_ok: int = 0
+    transient_errors: int = 0
+    planned: str = ""
+    piece: str = ""
+    owner: str = ""
+    tracks: Optional[dict] = None  # a tracked video segment's summary, for stitching
+    worker: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    committed_at: float = 0.0
+
+    def __post_init__(self):
+        self.planned = self.planned or self.shard
+
+    def paths(self) -> dict[str, str]:
+        """`{table: path relative to OUT}` of this commit's parts."""
+        return {table: str(self.files[table]["path"]) for table in TABLE_NAMES if table in self.files}
+
+    def to_json(self) -> bytes:
+        return dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, data: bytes, uri: str = "commit record") -> "CommitRecord":
+        raw = parse_json(data, uri)
+        known = {f.name for f in fields(cls)}
+        try:
+            record = cls(**{key: value for key, value in raw.items() if key in known})
+            record.paths()
+            int(record.frames), int(record.errors), int(record.instances)
+        except (TypeError, KeyError, ValueError) as error:
+            raise DamagedOutputError(f"damaged maskray file {uri}: {error}") from None
+        return record
+
+
+def covered_shards(records) -> set[str]:
+    """Planned shard ids whose work is fully committed: the whole shard, or bisected pieces
+    that tile it (piece paths form a complete binary prefix code: their 2^-depth sum to 1)."""
+    tiles: dict[str, Fraction] = {}
+    for record in records:
+        share = Fraction(1, 2 ** len(record.piece))
+        tiles[record.planned] = tiles.get(record.planned, Fraction(0)) + share
+    return {planned for planned, total in tiles.items() if total == 1}
+
+
+@dataclass
+class LeaseRecord:
+    """`_leases/<owner>.json`: a driver's claim on OUT, renewed by its heartbeat.
+
+    Times are the holder's wall clock; readers judge expiry with a skew margin (lease.py).
+    """
+
+    owner: str
+    host: str
+    pid: int
+    acquired: float
+    renewed: float
+    ttl_s: float
+    job_id: str = ""
+
+    def silent_s(self, now: Optional[float] = None) -> float:
+        """Seconds since the last renewal by our clock (never negative: the holder's clock
+        may run ahead of ours)."""
+        return max(0.0, (time.time() if now is None else now) - self.renewed)
+
+    def to_json(self) -> bytes:
+        return dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, data: bytes, uri: str = "lease") -> "LeaseRecord":
+        raw = parse_json(data, uri)
+        known = {f.name for f in fields(cls)}
+        try:
+            return cls(**{key: value for key, value in raw.items() if key in known})
+        except TypeError as error:
+            raise DamagedOutputError(f"damaged maskray file {uri}: {error}") from None

@@ -1,8 +1,9 @@
 """Reading a job's output: Arrow datasets over committed parts, SQL with DuckDB, masks.
 
-Only committed shards are read (a shard counts once `_commits/<shard>.json` exists), so a
-query during a running job never sees a half-written shard. Files are read through
-pyarrow's filesystems (`storage.resolve`), so a local folder and an `s3://` prefix behave
+Only committed shards of the job named in the output's job file are read, and of each only
+the files its commit record names (`layout.CommitRecord`), so a query during a running job
+never sees a half-written shard, a failed attempt's parts, or another job's commits. Files
+are read through pyarrow's filesystems (`storage.resolve`), so a local folder and an `s3://` prefix behave
 the same; DuckDB scans the Arrow datasets it is handed and never opens files itself.
 
     >>> out = open_output("out/")
@@ -24,8 +25,9 @@ import pyarrow.dataset as ds
 
 from maskray.models import rle
 from maskray.models.errors import UsageError, first_line
-from maskray.pipeline.output import sink
 from maskray.pipeline import storage
+from maskray.pipeline.output import layout, sink
+from maskray.pipeline.output.layout import CommitRecord
 from maskray.pipeline.output.schema import FRAMES_SCHEMA, INSTANCES_SCHEMA
 from maskray.pipeline.text_table import table_lines
 from maskray.pipeline.tracking.track_ids import read_track_ids
@@ -64,9 +66,10 @@ class Output:
         return sink.read_job(self.uri) or {}
 
     @cached_property
-    def commits(self) -> dict[str, dict]:
-        """`{shard id: commit record}` of every committed shard."""
-        return sink.read_commits(self.uri)
+    def commits(self) -> dict[str, CommitRecord]:
+        """`{shard id: commit record}` of this job's committed shards (a damaged record
+        raises DamagedOutputError naming its file)."""
+        return sink.read_commits(self.uri, self.job.get("job_id"))
 
     def committed_shards(self) -> list[str]:
         """Ids of the committed shards, sorted."""
@@ -85,10 +88,9 @@ class Output:
             raise ValueError(f"unknown table {table!r}: use 'instances' or 'frames'")
         paths = []
         for shard_id in self.committed_shards():
-            # The commit record names its files; older records fall back to the fixed layout.
-            described = self.commits[shard_id].get("files", {}).get(table, {})
-            relative = described.get("path") or f"{table}/{shard_id}.parquet"
-            paths.append(self.path.rstrip("/") + "/" + relative)
+            relative = self.commits[shard_id].paths().get(table)
+            if relative:
+                paths.append(self.path.rstrip("/") + "/" + relative)
         return paths
 
     def dataset(self, table: str) -> ds.Dataset:
@@ -194,16 +196,14 @@ def open_output(uri: str) -> Output:
     """Open a job's output for reading; UsageError if `uri` holds no maskray output."""
     try:
         output = Output(uri)
-        found = storage.exists(storage.join(output.uri, sink.JOB_FILE)) or storage.exists(
-            storage.join(output.uri, sink.COMMITS)
-        )
+        found = storage.exists(layout.job_uri(output.uri)) or storage.exists(layout.commits_uri(output.uri))
         present = found or storage.exists(output.uri)
     except (ValueError, OSError) as error:  # a bad scheme, an unreachable store, no access
         raise UsageError(f"cannot read {uri}: {first_line(error)}") from None
     if not present:
         raise UsageError(f"no output at {uri}")
     if not found:
-        raise UsageError(f"{uri} is not a maskray output (no {sink.JOB_FILE} and no {sink.COMMITS}/)")
+        raise UsageError(f"{uri} is not a maskray output (no {layout.JOB_FILE} and no {layout.COMMITS}/)")
     return output
 
 

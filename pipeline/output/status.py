@@ -1,9 +1,11 @@
 """A job's state computed from its output folder alone, so it works from any machine.
 
-Reads `_job.json` (planned shards and frames), `_commits/` (what is done), `_SUCCESS`, and
-`_driver.json` (the driver's last heartbeat). A driver that stopped beating without writing
-`_SUCCESS` was killed or lost: the job is reported failed, and re-running the same
-`maskray submit` resumes it.
+Reads `_job.json` (planned shards and frames), this job's commit records (what is done),
+`_SUCCESS`, the lease (is a driver alive, and who) and `_driver.json` (its phase and rate).
+A job without `_SUCCESS` whose driver holds no live lease was killed or lost, including a
+driver killed before its first heartbeat (its lease expires): the job is reported stopped,
+and re-running the same `maskray submit` resumes it. Lease ages are judged with the clock
+skew margin of `lease.py`.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 from maskray.models.errors import UsageError, first_line
-from maskray.pipeline.output import sink
+from maskray.pipeline.output import layout, lease, sink
 
-STALE_AFTER_BEATS = 4  # missed heartbeats before a "running" driver counts as gone
+
+class NoJobError(UsageError):
+    """OUT holds no job file: nothing was submitted there (yet)."""
 
 
 @dataclass
@@ -33,49 +37,59 @@ class OutputStatus:
     frames_per_s: Optional[float]
     model: Optional[str]
     weights_id: Optional[str]
+    driver: Optional[str] = None  # the lease holder: owner, host, pid, silence
+    phase: Optional[str] = None  # planning | starting workers | loading the model | running
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def output_status(output: str, now: Optional[float] = None) -> OutputStatus:
-    """The status of the job writing (or that wrote) `output`; UsageError if none is there."""
+    """The status of the job writing (or that wrote) `output`; UsageError if none is there,
+    DamagedOutputError (one line naming the file) if one of its records is damaged."""
     try:
         manifest = sink.read_job(output)
     except OSError as error:
         raise UsageError(f"cannot read {output}: {first_line(error)}") from None
     if manifest is None:
-        raise UsageError(f"no maskray job in {output} (no _job.json)")
-    commits = sink.read_commits(output)
+        raise NoJobError(f"no maskray job in {output} (no {layout.JOB_FILE})")
+    job_id = manifest.get("job_id")
+    commits = sink.read_commits(output, job_id)
     driver = sink.read_driver_state(output) or {}
+    if driver.get("job_id") not in (None, job_id):
+        driver = {}
+    success = sink.read_success(output)
     now = time.time() if now is None else now
+    holder = lease.live_holder(output, now)
 
-    if sink.has_success(output):
+    if success is not None and success.get("job_id", job_id) == job_id:
         state, message = "done", ""
+    elif holder is not None:
+        state, message = "running", ""
     elif driver.get("state") == "failed":
         state, message = "failed", driver.get("message", "")
     else:
-        state, message = "running", ""
+        state = "failed"
         updated = driver.get("updated")
-        beat = float(driver.get("heartbeat_s") or 30.0)
-        if updated is not None and now - float(updated) > STALE_AFTER_BEATS * beat:
-            state = "failed"
-            message = (f"driver stopped without finishing (last heartbeat {now - float(updated):.0f}s ago);"
-                       " run the same submit again to resume")
+        silent = f"last heartbeat {max(0.0, now - float(updated)):.0f}s ago" if updated else "no heartbeat"
+        message = f"driver stopped without finishing ({silent}); run the same submit again to resume"
+    records = commits.values()
     return OutputStatus(
         output=output,
-        job_id=manifest.get("job_id"),
+        job_id=job_id,
         state=state,
         message=message,
-        shards_done=len(commits),
+        shards_done=len(layout.covered_shards(records)),
         shards_total=manifest.get("shards"),
-        frames_done=sum(int(r.get("frames", 0)) for r in commits.values()),
+        frames_done=sum(int(r.frames) for r in records),
         frames_total=manifest.get("frames"),
-        instances=sum(int(r.get("instances", 0)) for r in commits.values()),
-        errors=sum(int(r.get("errors", 0)) for r in commits.values()),
+        instances=sum(int(r.instances) for r in records),
+        errors=sum(int(r.errors) for r in records),
         frames_per_s=driver.get("frames_per_s"),
         model=manifest.get("model"),
         weights_id=manifest.get("weights_id"),
+        driver=lease.describe_holder(holder, now) if holder is not None else None,
+        phase=driver.get("phase") if state == "running" else None,
     )
 
 
@@ -84,9 +98,14 @@ def format_status(status: OutputStatus) -> str:
     def of(done, total):
         return f"{done}/{total}" if total is not None else f"{done}/?"
 
+    running = f" ({status.phase})" if status.phase else ""
     lines = [
         f"job       {status.job_id}  ({status.output})",
-        f"state     {status.state}" + (f": {status.message}" if status.message else ""),
+        f"state     {status.state}{running}" + (f": {status.message}" if status.message else ""),
+    ]
+    if status.driver:
+        lines.append(f"driver    {status.driver}")
+    lines += [
         f"shards    {of(status.shards_done, status.shards_total)}",
         f"frames    {of(status.frames_done, status.frames_total)}",
         f"instances {status.instances}",
