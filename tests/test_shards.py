@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from maskray.pipeline.inputs.sampling import Sampling, sampled_frames
-from maskray.pipeline.inputs.shards import Shard, plan_shards, shard_frame_count
+from maskray.pipeline.inputs.shards import Shard, plan_shards
 from maskray.pipeline.inputs.listing import MediaFile, list_media
 from maskray.pipeline.inputs.video import build_index, decode_segment
 
@@ -41,7 +41,7 @@ def test_every_sampled_frame_is_in_exactly_one_video_shard(media, sampling):
         frames = [f for s in parts for f in s.frames]
         assert frames == sampled_frames(build_index(video.uri), sampling)
         assert all(s.start_frame <= f < s.end_frame for s in parts for f in s.frames)
-        assert sum(shard_frame_count(s) for s in parts) == len(frames)
+        assert sum(s.expected_frames for s in parts) == len(frames)
 
 
 def test_segment_size_follows_workers_and_override(data_dir):

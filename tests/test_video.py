@@ -10,8 +10,8 @@ import pytest
 
 from maskray.models.errors import UsageError
 from maskray.pipeline.inputs.errors import DecodeError
-from maskray.pipeline.inputs.video import (Sampling, VideoIndex, build_index, decode_segment, plan_segments,
-                            sampled_frames)
+from maskray.pipeline.inputs.sampling import Sampling, plan_segments, sampled_frames
+from maskray.pipeline.inputs.video import VideoIndex, build_index, decode_segment
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from maskray.pipeline.execution.worker_pool import (
 )
 from maskray.pipeline.inputs.listing import list_media
 from maskray.pipeline.inputs.shards import plan_shards
-from maskray.pipeline.inputs.video import Sampling
+from maskray.pipeline.inputs.sampling import Sampling
 from maskray.pipeline.tracking.segment import HEAD_FRAMES
 from maskray.pipeline.tracking.track_ids import stitch_job
 from maskray.pipeline.output.layout import covered_shards

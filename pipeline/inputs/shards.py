@@ -219,8 +219,3 @@ def _default_segment_seconds(indexes: list[VideoIndex], workers: int) -> float:
 
 def _digest(*uris: str) -> str:
     return hashlib.sha1("\n".join(uris).encode("utf-8")).hexdigest()[:10]
-
-
-def shard_frame_count(shard: Shard) -> int:
-    """How many `frames` rows the shard will produce (for progress and totals)."""
-    return shard.expected_frames

@@ -24,7 +24,6 @@ from maskray.models.errors import first_line
 from maskray.pipeline import storage
 from maskray.pipeline.inputs.errors import DecodeError
 from maskray.pipeline.inputs.images import MAX_DECODE_PIXELS
-from maskray.pipeline.inputs.sampling import Sampling, plan_segments, sampled_frames  # noqa: F401 (re-exported)
 from maskray.pipeline.inputs.video_pixels import upright_rgb
 
 # PyAV reads Python file objects in chunks of this size; large chunks mean few object-store GETs.
