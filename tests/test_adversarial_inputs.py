@@ -191,6 +191,18 @@ def test_a_job_file_inside_a_source_hides_nothing_but_the_jobs_own_output_is_ski
     assert [os.path.relpath(m.uri, source) for m in media] == [os.path.join("old-run", "kept.png")]
 
 
+def test_a_source_inside_the_output_is_listed_whole(tmp_path, data_dir):
+    """`submit proj/frames --output proj` (issue 12 item 1's first run): the user's images in
+    `proj/frames` are inputs, even though maskray's `frames` table folder has the same name."""
+    project = tmp_path / "proj"
+    (project / "frames").mkdir(parents=True)
+    for name in ("a.png", "b.png"):
+        shutil_copy(data_dir / "images" / "coins.png", project / "frames" / name)
+    (project / "frames" / "img-0.a1-00.parquet").write_bytes(b"PAR1")  # a part maskray wrote there
+    media = list_media([str(project / "frames")], output=str(project))
+    assert [os.path.basename(m.uri) for m in media] == ["a.png", "b.png"]
+
+
 # Item 6: transient storage errors -----------------------------------------------------------
 
 class FlakyProxy:

@@ -41,7 +41,9 @@ def list_media(sources: list[str], output: Optional[str] = None) -> list[MediaFi
 
     A file named explicitly is always listed (kind "unknown" if it is neither image nor
     video, so it becomes an error row); inside directories only media files are kept.
-    Files under `output` (the job's own output, when it lies inside a source) are skipped.
+    Files under `output` (the job's own output, when it lies inside a source) are skipped; a
+    source inside the output (`submit proj/frames --output proj`) is listed whole: maskray's
+    own files there (Parquet, JSON, indexes) are not media.
     Raises UsageError for a missing source or when nothing at all is found.
     """
     if not sources:
@@ -62,9 +64,10 @@ def list_media(sources: list[str], output: Optional[str] = None) -> list[MediaFi
             found.setdefault(item.uri, item)
             continue
         root = storage.resolve(source)[1].rstrip("/")
+        skipped = _output_below(output_root, source)
         for uri, size in files:
             relative = _relative(storage.resolve(uri)[1], root)
-            if _hidden(relative) or _inside(uri, output_root):
+            if _hidden(relative) or _inside(uri, skipped):
                 continue
             unnamed = _unnamed(uri, size)
             kind = None if unnamed else _kind(uri, size)
@@ -112,6 +115,14 @@ def _kind(uri: str, size: int) -> str | None:
 def _folder_uri(uri: str) -> str:
     """`uri` spelled as listed files are (canonical), ending in one `/`."""
     return storage.canonical(uri).rstrip("/") + "/"
+
+
+def _output_below(output_root: Optional[str], source: str) -> Optional[str]:
+    """The output folder to skip in `source`'s listing: only one strictly inside the source."""
+    source_root = _folder_uri(source)
+    if output_root and output_root != source_root and output_root.startswith(source_root):
+        return output_root
+    return None
 
 
 def _inside(uri: str, folder: Optional[str]) -> bool:
