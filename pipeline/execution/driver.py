@@ -67,7 +67,7 @@ def run(spec, *, overwrite: bool = False, connect: Optional[Callable[[], None]] 
         outcome = _run(spec, sink, media, manifest, heartbeat, connect or (lambda: None), stream, terminal)
     except BaseException as error:
         heartbeat.stop("failed", error_line(error) or type(error).__name__)
-        sink.release()
+        sink.on_write_failed(error)
         if isinstance(error, Exception) and not isinstance(error, MaskrayError) and is_ray_error(error):
             raise MaskrayError(f"job failed: {error_line(error)}") from error
         raise

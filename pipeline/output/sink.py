@@ -123,6 +123,11 @@ class OutputSink:
     def on_write_complete(self, summary: dict) -> None:
         storage.write_bytes_atomic(layout.success_uri(self.output), layout.dumps(dict(summary, job_id=self.job_id)))
 
+    def on_write_failed(self, error: BaseException) -> None:
+        """The job failed: give OUT up. Committed shards stay, so the same `submit` resumes;
+        the driver's heartbeat has left `state: failed` with the error's line."""
+        self.release()
+
     def release(self) -> None:
         if self.lease is not None:
             self.lease.release()
