@@ -57,15 +57,20 @@ def submit_command(sources, output, address, overwrite, wait, **options):
       maskray submit s3://cams/2026-11/ --output s3://cams/masks/ --fps 2 --address auto
     """
     from maskray.jobs.local import run_job
-    from maskray.jobs.spec import JobSpec
 
+    return run_job(submit_spec(sources, output, options), address, overwrite=overwrite, wait=wait)
+
+
+def submit_spec(sources, output, options: dict):
+    """The JobSpec of `submit`'s parsed options (the `--track-*` flags become `tracker`)."""
+    from maskray.jobs.spec import JobSpec
     from maskray.pipeline.tracking.tracker import TrackerConfig
 
+    options = dict(options)
     defaults = TrackerConfig().to_dict()
     tracker = {name: options.pop(f"track_{name}") for name in list(defaults) if f"track_{name}" in options}
     options["tracker"] = {k: v for k, v in tracker.items() if v != defaults[k]}  # only what was changed
-    spec = JobSpec(sources=list(sources), output=output, **options)
-    return run_job(spec, address, overwrite=overwrite, wait=wait)
+    return JobSpec(sources=list(sources), output=output, **options)
 
 
 # @@status

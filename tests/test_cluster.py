@@ -64,21 +64,28 @@ def test_entrypoint_rebuilds_the_same_spec_on_the_cluster(tmp_path):
     fingerprint (so a resubmission resumes), joined with `--address auto`."""
     import shlex
 
-    from maskray.commands.run import submit_command
+    from maskray.commands.run import submit_command, submit_spec
     from maskray.jobs.cluster.api import build_entrypoint
     from maskray.jobs.spec import JobSpec
 
-    spec = JobSpec(sources=[str(tmp_path / "my videos"), "s3://bucket/cams/"], output=str(tmp_path / "o'ut"),
-                   model="maskrcnn_resnet50_fpn_v2", weights="none", min_size=128, score_threshold=0.25,
-                   workers=3, gpus_per_worker=0.5, every=5, segment_seconds=2.5)
-    entrypoint = build_entrypoint(spec, overwrite=True)
-    words = shlex.split(entrypoint.split("; code=$?", 1)[0])
-    assert words[:2] == ["maskray", "submit"]
-    params = submit_command.make_context("submit", words[2:]).params
-    assert (params.pop("address"), params.pop("overwrite"), params.pop("wait")) == ("auto", True, False)
-    rebuilt = JobSpec(sources=list(params.pop("sources")), output=params.pop("output"), **params)
-    assert rebuilt.to_dict() == spec.to_dict()
-    assert rebuilt.fingerprint() == spec.fingerprint()
+    common = dict(sources=[str(tmp_path / "my videos"), "s3://bucket/cams/"], output=str(tmp_path / "o'ut"),
+                  model="maskrcnn_resnet50_fpn_v2", weights="none", min_size=128, workers=3,
+                  gpus_per_worker=0.5, every=5, segment_seconds=2.5)
+    specs = [
+        JobSpec(**common, score_threshold=0.25),
+        # Fields whose flags differ from their names: classes, per-class thresholds, tracking.
+        JobSpec(**common, score_threshold="person=0.7,car=0.6,0.25", classes="person,car,3", pre_nms_top=500,
+                track=False, tracker={"max_gap": 4, "match_iou": 0.4}),
+    ]
+    for spec in specs:
+        entrypoint = build_entrypoint(spec, overwrite=True)
+        words = shlex.split(entrypoint.split("; code=$?", 1)[0])
+        assert words[:2] == ["maskray", "submit"]
+        params = submit_command.make_context("submit", words[2:]).params
+        assert (params.pop("address"), params.pop("overwrite"), params.pop("wait")) == ("auto", True, False)
+        rebuilt = submit_spec(params.pop("sources"), params.pop("output"), params)
+        assert rebuilt.to_dict() == spec.to_dict()
+        assert rebuilt.fingerprint() == spec.fingerprint()
 
 
 def test_submitted_job_succeeds_and_is_listed(ray_head, data_dir, tmp_path, capsys, monkeypatch):

@@ -50,6 +50,15 @@ def build_entrypoint(spec, overwrite: bool = False) -> str:
     data = spec.to_dict()
     words = ["maskray", "submit", *data.pop("sources"), "--output", data.pop("output")]
     data.pop("extra", None)  # no flag for it; options a later version adds go there
+    # Fields whose flags are spelled differently from their names:
+    thresholds = data.pop("class_thresholds", None) or {}
+    if thresholds:  # `--score-threshold person=0.7,car=0.5,0.4`: per class, then the default
+        data["score_threshold"] = ",".join([f"{k}={v}" for k, v in thresholds.items()] + [str(data["score_threshold"])])
+    if data.get("classes"):
+        data["classes"] = ",".join(str(c) for c in data["classes"])
+    words += ["--track" if data.pop("track", True) else "--no-track"]
+    for name, value in sorted((data.pop("tracker", None) or {}).items()):
+        words += [f"--track-{name.replace('_', '-')}", str(value)]
     for name, value in sorted(data.items()):
         flag = "--" + name.replace("_", "-")
         if value is None or value is False:
