@@ -234,7 +234,7 @@ def test_usage_mistakes_are_one_line_with_exit_2(city, tmp_path, capsys):
         (["eval", tmp_path / "out", "--cityscapes", tmp_path], "is not a Cityscapes root"),
         (["eval", tmp_path / "out"], "give one of --gt FILE or --cityscapes ROOT"),
         (["export", tmp_path / "out", "--coco", tmp_path / "r.json", "--cityscapes", tmp_path / "r"],
-         "give one of --coco FILE or --cityscapes DIR"),
+         "give one of --coco FILE, --cityscapes DIR or --mots DIR"),
         (["train", "--cityscapes", tmp_path / "nothing", "--output", tmp_path / "t"], "is not a Cityscapes root"),
         (["train", "--cityscapes", city, "--synthetic", "4", "--output", tmp_path / "t"], "brings its own data"),
     ]
