@@ -44,6 +44,7 @@ def build_architecture(
     max_instances: int,
     proposals: int | None = None,
     pre_nms_top: int | None = PRE_NMS_TOP,
+    candidate_filter=None,
 ) -> nn.Module:
     """Network for `spec.family` with `recipe`'s backbone, classes, keypoints and switches.
 
@@ -51,6 +52,7 @@ def build_architecture(
         than torchvision's frozen-BatchNorm fine-tuning setup (trained weights).
     proposals: region proposals kept per image at inference (None: the family's default).
     pre_nms_top: box x class candidates per image entering the NMS (None: all).
+    candidate_filter: which classes and scores may enter the NMS (models/roi_heads.py).
     """
     try:
         check_variants(recipe.roi_op, recipe.mask_loss, recipe.mask_head)
@@ -60,7 +62,7 @@ def build_architecture(
         if "masks" not in spec.tasks:
             raise UsageError("--mask-loss softmax and --mask-head mlp need a model with a mask head")
     heads = dict(score_thresh=score_threshold, detections_per_img=max_instances,
-                 pre_nms_top=pre_nms_top, mask_loss=recipe.mask_loss)
+                 pre_nms_top=pre_nms_top, candidate_filter=candidate_filter, mask_loss=recipe.mask_loss)
     if spec.family == "compact":
         return _compact(recipe, trainable, min_size, max_size, proposals, heads)
     v2 = spec.family == "maskrcnn_v2"

@@ -28,6 +28,11 @@ class ClassFilter:
     classes: Optional[tuple[int, ...]] = None
 
     @property
+    def filters(self) -> bool:
+        """Whether it drops anything beyond one score threshold (classes, or per-class values)."""
+        return self.classes is not None or bool(self.thresholds)
+
+    @property
     def lowest_threshold(self) -> float:
         """The least threshold any kept category has (what a detector may prefilter with)."""
         kept = [t for c, t in self.thresholds.items() if self.classes is None or c in self.classes]

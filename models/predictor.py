@@ -101,6 +101,10 @@ class Predictor:
             max_instances=config.max_instances,
             proposals=config.proposals,
             pre_nms_top=config.pre_nms_top,
+            # Classes and per-class thresholds act before the NMS, so other classes neither
+            # take candidate or instance slots nor cost NMS work; `_convert` applies the same
+            # filter to models without our RoI heads.
+            candidate_filter=self.class_filter if self.class_filter.filters else None,
         )
         self.model = model.to(self.device)
         self.spec = model.maskray_spec

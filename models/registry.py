@@ -34,6 +34,7 @@ def build_model(
     max_instances: int = 100,
     proposals: int | None = None,
     pre_nms_top: int | None = PRE_NMS_TOP,
+    candidate_filter=None,
     num_classes: int | None = None,
     categories: dict[int, str] | None = None,
     keypoint_names: tuple[str, ...] | list[str] | None = None,
@@ -51,6 +52,8 @@ def build_model(
     architecture's own, 1000 for the COCO models).
     `pre_nms_top`: box x class candidates per image entering the box NMS (None: all of them,
     torchvision's way; see models/roi_heads.py).
+    `candidate_filter`: `keep(labels, scores)` applied before that cap and the NMS (the classes
+    and per-class thresholds of `models.class_filter`); None keeps every class.
     Returns (model, weights_id); `weights_id` identifies the weights in every output.
     """
     spec = get_spec(name)
@@ -63,6 +66,7 @@ def build_model(
         max_instances=max_instances,
         proposals=proposals,
         pre_nms_top=pre_nms_top,
+        candidate_filter=candidate_filter,
     )
     if pre_nms_top is not None and pre_nms_top < 1:
         raise UsageError(f"pre-NMS top must be at least 1, got {pre_nms_top}")

@@ -29,16 +29,21 @@ PRE_NMS_TOP = 1000  # candidates per image before NMS; Detectron2's and the issu
 
 class DetectionRoIHeads(tv.RoIHeads):
     """torchvision's RoIHeads (box parts; optional mask and keypoint parts; its sampling and
-    post-processing settings, same defaults) plus `pre_nms_top` and `mask_loss`.
+    post-processing settings, same defaults) plus `pre_nms_top`, `candidate_filter` and
+    `mask_loss`.
 
     pre_nms_top: None keeps every candidate above the score threshold (torchvision's way).
+    candidate_filter: an object with `keep(labels, scores) -> bool mask` (e.g. the classes and
+        per-class thresholds a user asked for), applied before the cap and the NMS, so other
+        classes neither take candidate slots nor cost NMS work. None keeps every class.
     """
 
     def __init__(self, box_roi_pool, box_head, box_predictor, *, fg_iou_thresh: float = 0.5,
                  bg_iou_thresh: float = 0.5, batch_size_per_image: int = 512,
                  positive_fraction: float = 0.25, bbox_reg_weights=None, score_thresh: float = 0.05,
                  nms_thresh: float = 0.5, detections_per_img: int = 100,
-                 pre_nms_top: int | None = PRE_NMS_TOP, mask_roi_pool=None, mask_head=None,
+                 pre_nms_top: int | None = PRE_NMS_TOP, candidate_filter=None,
+                 mask_roi_pool=None, mask_head=None,
                  mask_predictor=None, mask_loss: str = "sigmoid", keypoint_roi_pool=None,
                  keypoint_head=None, keypoint_predictor=None):
         super().__init__(box_roi_pool, box_head, box_predictor, fg_iou_thresh, bg_iou_thresh,
@@ -50,6 +55,7 @@ class DetectionRoIHeads(tv.RoIHeads):
         if mask_loss not in MASK_LOSSES:
             raise ValueError(f"mask_loss must be one of {', '.join(MASK_LOSSES)}, not {mask_loss!r}")
         self.pre_nms_top = pre_nms_top
+        self.candidate_filter = candidate_filter
         self.mask_loss = mask_loss
 
     def forward(self, features: dict[str, Tensor], proposals: list[Tensor],
@@ -131,7 +137,7 @@ class DetectionRoIHeads(tv.RoIHeads):
             boxes = box_ops.clip_boxes_to_image(boxes, shape)[:, 1:].reshape(-1, 4)
             labels = torch.arange(1, num_classes, device=scores.device).repeat(len(scores))
             scores = scores[:, 1:].reshape(-1)
-            chosen = self._candidates(boxes, scores)
+            chosen = self._candidates(boxes, scores, labels)
             boxes, scores, labels = boxes[chosen], scores[chosen], labels[chosen]
             keep = box_ops.batched_nms(boxes, scores, labels, self.nms_thresh)
             keep = keep[: self.detections_per_img]
@@ -140,11 +146,13 @@ class DetectionRoIHeads(tv.RoIHeads):
             all_labels.append(labels[keep])
         return all_boxes, all_scores, all_labels
 
-    def _candidates(self, boxes: Tensor, scores: Tensor) -> Tensor:
-        """Indices (ascending) of the candidates above the threshold with a non-empty box, the
-        best `pre_nms_top` of them by score."""
+    def _candidates(self, boxes: Tensor, scores: Tensor, labels: Tensor) -> Tensor:
+        """Indices (ascending) of the candidates above the threshold with a non-empty box (and
+        of a class the candidate filter keeps), the best `pre_nms_top` of them by score."""
         width, height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
         valid = (scores > self.score_thresh) & (width >= 1e-2) & (height >= 1e-2)
+        if self.candidate_filter is not None:
+            valid &= self.candidate_filter.keep(labels, scores)
         if self.pre_nms_top is not None and self.pre_nms_top < len(scores):
             ranked = torch.where(valid, scores, torch.full_like(scores, -1.0))
             best = ranked.topk(self.pre_nms_top, sorted=False).indices.sort().values

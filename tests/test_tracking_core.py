@@ -166,3 +166,22 @@ def test_predictor_keeps_only_the_chosen_classes_at_their_thresholds(tmp_path):
     assert expected and len(expected) < len(everything)
     assert only.categories == [wanted] * len(expected)
     np.testing.assert_allclose(only.scores, expected, rtol=1e-4)
+
+
+def test_chosen_classes_act_before_nms_so_other_classes_take_no_instance_slots():
+    """`--classes` with `--max-instances N` gives N instances of the chosen class when the
+    model has that many: other classes are dropped before the cap, not after it."""
+    from maskray.jobs.training.shapes import render_image
+    from maskray.models.predictor import Predictor, PredictorConfig
+
+    rgb, _ = render_image(np.random.default_rng(11), 192, 192, max_shapes=6)
+    settings = dict(model="demo", weights="demo", min_size=128, max_size=192, score_threshold=0.0)
+    everything = Predictor(PredictorConfig(**settings, max_instances=100)).predict([rgb])[0]
+    top = everything.categories[:5]
+    # A class the unfiltered top 5 are short of, with at least 5 instances further down.
+    (wanted, *_) = [c for c in sorted(set(everything.categories))
+                    if top.count(c) < 5 and everything.categories.count(c) >= 5]
+    only = Predictor(PredictorConfig(**settings, max_instances=5, classes=(wanted,))).predict([rgb])[0]
+    assert only.categories == [wanted] * 5
+    expected = [s for c, s in zip(everything.categories, everything.scores) if c == wanted][:5]
+    np.testing.assert_allclose(only.scores, expected, rtol=1e-4)
