@@ -102,7 +102,7 @@ def _private_cluster_environment() -> Iterator[str]:
         token_path = os.path.join(folder, TOKEN_FILE)
         descriptor = os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w") as token_file:
-            token_file.write(secrets.token_hex(32))
+            token_file.write(_process_token())
         os.environ.pop(AUTH_TOKEN, None)  # a user's token would take precedence over the file
         os.environ[AUTH_MODE] = "token"
         os.environ[AUTH_TOKEN_PATH] = token_path
@@ -117,6 +117,18 @@ def _private_cluster_environment() -> Iterator[str]:
             else:
                 os.environ[name] = value
         shutil.rmtree(folder, ignore_errors=True)
+
+
+_TOKEN: list = []
+
+
+def _process_token() -> str:
+    """This process's cluster token: random, made once. Ray keeps the token it first read for
+    the life of the process, so a second private cluster in one process (a notebook, several
+    jobs) must be started with the same one; each cluster still gets its own 0600 file."""
+    if not _TOKEN:
+        _TOKEN.append(secrets.token_hex(32))
+    return _TOKEN[0]
 
 
 def _refresh_ray_config() -> None:

@@ -92,3 +92,19 @@ def test_a_closed_address_is_one_line_in_seconds():
         with ray_session(f"127.0.0.1:{port}"):
             pass
     assert "\n" not in str(refused.value)
+
+
+def test_a_second_private_ray_in_one_process_starts():
+    """A notebook, or a program running two jobs: Ray keeps the first token it read for the life
+    of the process, so the second private cluster must start (it failed with "Failed to start GCS")."""
+    script = (
+        "from maskray.jobs.ray_local import ray_session\n"
+        "import ray\n"
+        "for _ in range(2):\n"
+        "    with ray_session() as started:\n"
+        "        assert started and ray.cluster_resources().get('CPU', 0) >= 1\n"
+        "print('BOTH')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().endswith("BOTH")
