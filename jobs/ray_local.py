@@ -64,7 +64,7 @@ def ray_session(address: Optional[str] = None, *, min_cpus: int = 1,
 
                 ray.init(address=address, **quiet)
             else:
-                cleanup.enter_context(_private_cluster_environment())
+                cleanup.enter_context(private_cluster_environment())
                 import ray
 
                 ray.init(num_cpus=max(min_cpus, usable_cpus()), include_dashboard=False, **quiet)
@@ -91,10 +91,11 @@ def start_ray(address: Optional[str] = None, *, min_cpus: int = 1,
 
 
 @contextlib.contextmanager
-def _private_cluster_environment() -> Iterator[str]:
-    """The environment a private cluster starts under (inherited by all its processes);
-    the previous values are restored and the token file removed afterwards. Yields the
-    token file's path."""
+def private_cluster_environment() -> Iterator[str]:
+    """The environment a private cluster starts under (inherited by all its processes), held
+    for the cluster's life; the previous values are restored and the token file removed
+    afterwards. Yields the token file's path. (`ray_session` uses it; so may a caller that
+    needs `ray.init` options of its own, such as tests with made-up GPUs.)"""
     names = (AUTH_MODE, AUTH_TOKEN, AUTH_TOKEN_PATH, SINGLE_MACHINE)
     saved = {name: os.environ.get(name) for name in names}
     folder = tempfile.mkdtemp(prefix="maskray-ray-")  # 0700: only this user can enter it
@@ -132,12 +133,14 @@ def _process_token() -> str:
 
 
 def _refresh_ray_config() -> None:
-    """Ray caches its C++ config (the auth mode among it) once read; when Ray was imported
-    before, have it read the environment again so the forced token mode holds here too."""
+    """Ray caches its C++ config (the auth mode among it) and the token it loaded; when Ray was
+    imported before (and perhaps ran a cluster without a token, as a plain `ray.init()` does),
+    have it read both again so the forced token mode and this token hold here too."""
     if "ray" in sys.modules:
-        from ray._raylet import Config
+        from ray._raylet import AuthenticationTokenLoader, Config
 
         Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
 
 
 def _check_reachable(address: str) -> None:

@@ -13,6 +13,7 @@ from collections import Counter
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from maskray.jobs.ray_local import private_cluster_environment
 from maskray.jobs.spec import JobSpec
 from maskray.pipeline import storage
 
@@ -33,16 +34,17 @@ def small_spec(sources, output, **changes) -> JobSpec:
 
 
 @contextlib.contextmanager
-def local_ray(**resources):
-    """A private Ray for one test module: 2 CPUs, no dashboard, on 127.0.0.1."""
+def local_ray(**options):
+    """A private Ray for a test as maskray starts one (token auth on, 127.0.0.1), with 2 CPUs and
+    no dashboard unless `options` (ray.init's) say otherwise."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-             log_to_driver=False, **resources)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
+    with private_cluster_environment():
+        ray.init(**{"num_cpus": 2, "include_dashboard": False, "log_to_driver": False, **options})
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
 
 
 def read_table(output: str, table: str) -> pa.Table:

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from results_helpers import prediction, run_maskray, write_output
+from submit_helpers import local_ray
 from maskray.jobs.training.cityscapes_dataset import CityscapesDataset
 from maskray.jobs.training.cityscapes_synthetic import generate_cityscapes
 from maskray.pipeline.cityscapes.evaluate import official_evaluation
@@ -255,11 +256,8 @@ def test_usage_mistakes_are_one_line_with_exit_2(city, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def ray_local():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-    yield
-    ray.shutdown()
+    with local_ray():
+        yield
 
 
 @pytest.mark.ray

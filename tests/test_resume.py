@@ -15,7 +15,7 @@ import pytest
 from maskray.jobs.local import run_job
 from maskray.pipeline import storage
 from maskray.pipeline.output.status import output_status
-from submit_helpers import REPO, SMALL_FLAGS, commits, frame_keys, read_table, run_cli, small_spec
+from submit_helpers import REPO, SMALL_FLAGS, commits, frame_keys, local_ray, read_table, run_cli, small_spec
 
 # bikes.mp4 cut at >= 2 s on keyframes gives 4 shards of every 50th frame (2, 1, 1, 1 frames).
 BIKES_FRAMES = [0, 50, 100, 150, 200]
@@ -95,15 +95,11 @@ def test_shard_of_a_killed_worker_is_retried_on_a_fresh_actor(data_dir, tmp_path
     output = tmp_path / "out"
     # One long shard, so the kill always lands before the first attempt can commit it.
     spec = small_spec([data_dir / "videos" / "bikes.mp4"], output, every=2, segment_seconds=60.0)
-    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
-             _node_ip_address="127.0.0.1", log_to_driver=False)
-    try:
+    with local_ray(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port):
         killer = threading.Thread(target=kill_first_worker, daemon=True)
         killer.start()
         assert run_job(spec) == 0
         killer.join(timeout=5)
-    finally:
-        ray.shutdown()
 
     assert killed, "no worker was killed"
     records = commits(str(output)).values()

@@ -13,6 +13,7 @@ from maskray.jobs.training.train_loop import build_training_model
 from maskray.models.registry import build_model
 from maskray.jobs.training.coco_dataset import CocoDataset, collate
 from maskray.jobs.training.shapes import generate_shapes
+from submit_helpers import local_ray
 
 SIZE = 96
 
@@ -53,11 +54,8 @@ def test_a_few_steps_lower_the_loss_for_each_switch_value(tiny, switch):
 
 @pytest.fixture(scope="module")
 def ray_local():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-    yield
-    ray.shutdown()
+    with local_ray():
+        yield
 
 
 def _log(output):
