@@ -19,6 +19,7 @@ from maskray.models.errors import UsageError
 
 _RESNET_BUILDERS = {
     "resnet18": resnet.resnet18,
+    "resnet34": resnet.resnet34,
     "resnet50": resnet.resnet50,
     "resnet101": resnet.resnet101,
     "resnext101_32x8d": resnet.resnext101_32x8d,

@@ -7,7 +7,7 @@ nothing: the driver and `maskray --help` never import torch for it.
 
 from __future__ import annotations
 
-BACKBONES: tuple[str, ...] = ("resnet18", "resnet50", "resnet101", "resnext101_32x8d")  # --backbone
+BACKBONES: tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext101_32x8d")  # --backbone
 ROI_OPS: tuple[str, ...] = ("align", "pool")  # --roi-op: RoIAlign or RoIPool
 MASK_LOSSES: tuple[str, ...] = ("sigmoid", "softmax")  # --mask-loss
 MASK_HEADS: tuple[str, ...] = ("fcn", "mlp")  # --mask-head

@@ -1,0 +1,74 @@
+"""`maskray ablate`: every variant per seed, the baseline trained once for all switches, the
+mean and spread per variant, a resumable folder, and the verdict against the paper."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+
+from maskray.jobs.training.ablation_summary import format_summary, summarize, verdict
+from results_helpers import run_maskray
+
+TINY = ["--steps", "1", "--train-images", "6", "--val-images", "3", "--min-size", "96", "--max-size", "96",
+        "--seeds", "2"]
+
+
+@pytest.mark.ray
+def test_two_switches_two_seeds_share_the_baseline_and_resume_without_training(tmp_path, capsys):
+    out = tmp_path / "ablations"
+    code, printed, err = run_maskray(["ablate", "--switch", "mask-loss", "--switch", "roi-op", "-o", out, *TINY], capsys)
+    assert code == 0, err
+    # sigmoid+align is both switches' baseline: 3 configurations x 2 seeds, not 4 x 2.
+    assert "6 runs (0 already done)" in printed
+    assert sorted(p.parent.name + "/" + p.name for p in (out / "runs").glob("*/seed-*")) == [
+        f"{key}/seed-{seed}" for key in ("align-sigmoid-fcn-resnet18", "align-softmax-fcn-resnet18",
+                                         "pool-sigmoid-fcn-resnet18") for seed in (0, 1)]
+    for switch, variants in (("mask-loss", ["sigmoid", "softmax"]), ("roi-op", ["align", "pool"])):
+        report = json.loads((out / f"{switch}.json").read_text())
+        assert report["seeds"] == [0, 1] and [v["variant"] for v in report["variants"]] == variants
+        for variant in report["variants"]:
+            assert [run["seed"] for run in variant["runs"]] == [0, 1]
+            values = [run["segm_AP"] for run in variant["runs"]]
+            assert variant["summary"]["segm_AP"]["mean"] == pytest.approx(statistics.fmean(values))
+        # The seed changes initialisation and data order: the runs are not copies of each other.
+        losses = {run["final_loss"] for run in report["variants"][0]["runs"]}
+        assert len(losses) == 2
+        assert f"{switch}" in printed and "paper" in printed
+
+    # Finished runs are kept: the same command trains nothing again (and starts no Ray).
+    code, printed, err = run_maskray(["ablate", "--switch", "roi-op", "-o", out, *TINY], capsys)
+    assert code == 0, err
+    assert "4 runs (4 already done)" in printed and "--- run" not in printed
+
+    # Another budget in the same folder would mix incomparable runs: one line, exit 2.
+    code, printed, err = run_maskray(["ablate", "--switch", "roi-op", "-o", out, *TINY[:-2], "--seeds", "2",
+                                      "--steps", "2"], capsys)
+    assert code == 2 and "another budget (differs in steps)" in err and "Traceback" not in err
+
+
+def _runs(values):
+    return [{"segm_AP": v, "segm_AP50": v, "segm_AP75": v, "bbox_AP": v, "train_seconds": 60.0} for v in values]
+
+
+def test_the_verdict_needs_ranges_apart_to_call_a_gap_beyond_the_spread():
+    apart = [{"variant": "align", "summary": summarize(_runs([0.50, 0.52, 0.54]))},
+             {"variant": "pool", "summary": summarize(_runs([0.40, 0.42, 0.49]))}]
+    result = verdict("roi-op", apart)["pool"]
+    assert result["mask_AP_gap"] == pytest.approx(100 * (0.52 - statistics.fmean([0.40, 0.42, 0.49])), abs=0.01)
+    assert result["paper_mask_AP_gap"] == pytest.approx(3.3)
+    assert result["direction_reproduced"] and result["beyond_spread"]
+
+    overlapping = [apart[0], {"variant": "pool", "summary": summarize(_runs([0.40, 0.42, 0.51]))}]
+    assert not verdict("roi-op", overlapping)["pool"]["beyond_spread"]
+
+    # A deeper backbone should win (the paper: R101 over R50 by 1.8): a shallower win is not the paper's.
+    depth = [{"variant": "resnet18", "summary": summarize(_runs([0.60, 0.61, 0.62]))},
+             {"variant": "resnet34", "summary": summarize(_runs([0.50, 0.51, 0.52]))}]
+    assert verdict("backbone", depth)["resnet34"]["direction_reproduced"] is False
+
+    report = {"switch": "roi-op", "seeds": [0, 1, 2], "variants": apart, "verdict": verdict("roi-op", apart)}
+    table = format_summary(report)
+    assert "52.0 ± 2.0" in table and "50.0-54.0" in table and "30.2 (RoIAlign)" in table
+    assert "align vs pool: +8.3 mask AP (paper +3.3); direction reproduced, beyond the spread" in table
