@@ -150,6 +150,7 @@ def _dispatch(pool: WorkerPool, pending: list[ShardTask], committed: dict, progr
     """
     import ray
 
+    sink = pool.sink
     queue = list(reversed(pending))  # pop() from the end keeps the planned order
     running: dict = {}  # ObjectRef -> (task, actor)
     lost: dict = {}  # id(task) -> (task, actor, error, since): actor gone, cause not yet known
@@ -188,6 +189,7 @@ def _dispatch(pool: WorkerPool, pending: list[ShardTask], committed: dict, progr
                     continue
                 pool.give_back(actor)
                 committed[record.shard] = record
+                sink.record(record)  # into the next manifest of the commit log
                 progress.committed(record, completes_shard=task.planned in covered_shards(
                     [r for r in committed.values() if r.planned == task.planned]))
             for ref, (task, actor) in list(running.items()):

@@ -73,6 +73,7 @@ class WorkerPool:
 
         from maskray.pipeline.execution.worker import ShardWorker
 
+        self.sink = sink  # the output the actors write to (the driver records commits there)
         options = dict(num_gpus=gpus_per_worker, num_cpus=cpus_per_worker, max_restarts=0)
         self._cls = ray.remote(ShardWorker).options(**options)
         self._args = (predictor_config(spec), sink, spec.batch_size, bool(spec.cpu), tracking_config(spec))

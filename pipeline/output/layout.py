@@ -4,6 +4,9 @@
     OUT/instances/<shard>.<attempt>.parquet  one row per detected instance
     OUT/frames/<shard>.<attempt>.parquet     one row per processed frame
     OUT/_commits/<shard>.json                written last: names the parts of the attempt that won
+    OUT/_manifests/<generation>.parquet      the commit log: many commit records in one immutable file
+    OUT/_manifest.json                       names the current manifest (written last: the switch)
+    OUT/<table>/compacted-<gen>-<n>.parquet  parts merged by `maskray compact` (many shards each)
     OUT/_SUCCESS                             every shard committed (holds the job id)
     OUT/_driver.json                         the driver's state and heartbeat (for `maskray status`)
     OUT/_leases/<owner>.json                 one per driver that holds (or tries to hold) OUT
@@ -13,6 +16,10 @@
 Part names are unique per attempt, so a late (zombie) attempt can never overwrite the files of
 the attempt whose commit record readers follow; readers read exactly the files a commit names.
 Writers and readers build paths through this module only, so the layout changes in one file.
+
+The driver folds commit records into a new manifest every so often (commit_log.py) and then
+deletes the folded `_commits/` files, so a finished job is read from `_manifest.json` and one
+manifest: a handful of requests whatever the number of shards.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from maskray.pipeline import storage
 
 TABLE_NAMES = ("instances", "frames")
 COMMITS = "_commits"
+MANIFESTS = "_manifests"
+MANIFEST_POINTER = "_manifest.json"
 LEASES = "_leases"
 JOB_FILE = "_job.json"
 SUCCESS_FILE = "_SUCCESS"
@@ -35,6 +44,7 @@ DRIVER_FILE = "_driver.json"
 TRACKS_DIR = "tracks"
 INDEXES = "_index"
 JOB_FILES = (SUCCESS_FILE, DRIVER_FILE, JOB_FILE)  # maskray's own files at OUT's root
+_COMPACTED = "compacted-"
 
 
 class DamagedOutputError(MaskrayError, ValueError):
@@ -44,6 +54,24 @@ class DamagedOutputError(MaskrayError, ValueError):
 def part_name(table: str, shard_id: str, attempt: str) -> str:
     """A part's path relative to OUT, unique to one attempt of one shard."""
     return f"{table}/{shard_id}.{attempt}.parquet"
+
+
+def compacted_part_name(table: str, generation: int, index: int) -> str:
+    """A merged part's path relative to OUT: `maskray compact` writes it for manifest `generation`."""
+    return f"{table}/{_COMPACTED}{generation:08d}-{index:05d}.parquet"
+
+
+def is_compacted_part(relative: str) -> bool:
+    return relative.rsplit("/", 1)[-1].startswith(_COMPACTED)
+
+
+def manifest_name(generation: int) -> str:
+    """A manifest's path relative to OUT (generations only grow, so names are never reused)."""
+    return f"{MANIFESTS}/{generation:010d}.parquet"
+
+
+def manifest_pointer_uri(output: str) -> str:
+    return storage.join(output, MANIFEST_POINTER)
 
 
 def relative_uri(output: str, relative: str) -> str:

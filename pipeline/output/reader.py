@@ -26,7 +26,8 @@ import pyarrow.dataset as ds
 from maskray.models import rle
 from maskray.models.errors import UsageError, first_line
 from maskray.pipeline import storage
-from maskray.pipeline.output import layout, sink
+from maskray.pipeline.output import commit_log, layout, sink
+from maskray.pipeline.output.commit_log import Committed
 from maskray.pipeline.output.layout import CommitRecord
 from maskray.pipeline.output.schema import FRAMES_SCHEMA, INSTANCES_SCHEMA
 from maskray.pipeline.text_table import table_lines
@@ -66,40 +67,46 @@ class Output:
         return sink.read_job(self.uri) or {}
 
     @cached_property
+    def committed(self) -> Committed:
+        """This job's commit log as read now: the manifest plus records not folded yet (a
+        damaged file raises DamagedOutputError naming it)."""
+        return commit_log.read_committed(self.uri, self.job.get("job_id"))
+
+    @cached_property
     def commits(self) -> dict[str, CommitRecord]:
-        """`{shard id: commit record}` of this job's committed shards (a damaged record
-        raises DamagedOutputError naming its file)."""
-        return sink.read_commits(self.uri, self.job.get("job_id"))
+        """`{shard id: commit record}` of this job's committed shards."""
+        return self.committed.records
 
     def committed_shards(self) -> list[str]:
         """Ids of the committed shards, sorted."""
-        return sorted(self.commits)
+        return self.committed.shards()
 
     def refresh(self) -> "Output":
         """Forget the cached job file and commit list, so newer commits become visible."""
-        self.__dict__.pop("job", None)
-        self.__dict__.pop("commits", None)
-        self.__dict__.pop("track_ids", None)
+        for name in ("job", "committed", "commits", "track_ids"):
+            self.__dict__.pop(name, None)
         return self
 
     def part_paths(self, table: str) -> list[str]:
         """Filesystem paths of the committed parts of `table` ('instances' or 'frames')."""
+        return self._parts(table)[0]
+
+    def _parts(self, table: str) -> tuple[list[str], Optional[set]]:
         if table not in TABLE_SCHEMAS:
             raise ValueError(f"unknown table {table!r}: use 'instances' or 'frames'")
-        paths = []
-        for shard_id in self.committed_shards():
-            relative = self.commits[shard_id].paths().get(table)
-            if relative:
-                paths.append(self.path.rstrip("/") + "/" + relative)
-        return paths
+        relative, shards = self.committed.part_paths(table)
+        return [self.path.rstrip("/") + "/" + path for path in relative], shards
 
     def dataset(self, table: str) -> ds.Dataset:
         """A pyarrow dataset over the committed parts of `table`; empty (same schema) if none."""
-        paths = self.part_paths(table)
+        paths, shards = self._parts(table)
         if not paths:
             return ds.dataset([], schema=TABLE_SCHEMAS[table], format="parquet", filesystem=self.filesystem)
         # The first part's schema is the job's; parts of one job share it.
-        return ds.dataset(paths, format="parquet", filesystem=self.filesystem)
+        dataset = ds.dataset(paths, format="parquet", filesystem=self.filesystem)
+        if shards is not None:  # a merged part also holds rows of shards no longer committed to it
+            dataset = dataset.filter(ds.field("shard").isin(sorted(shards)))
+        return dataset
 
     def instances(self) -> ds.Dataset:
         """One row per detected instance (committed shards only)."""
@@ -112,7 +119,7 @@ class Output:
     @cached_property
     def track_ids(self) -> pa.Table:
         """(shard, track, track_id) of the stitched videos whose segments are all committed."""
-        return read_track_ids(self.uri, self.commits)
+        return read_track_ids(self.uri, self.committed_shards())
 
     def instances_table(self, columns: Optional[list[str]] = None, filter=None) -> pa.Table:
         """Committed instances as a table, with `track_id` (null where there is none)."""
@@ -141,6 +148,17 @@ class Output:
         extensions, or change these settings. limit: return at most this many rows. Raises UsageError (one
         line) when DuckDB rejects the query.
         """
+        generation = self.committed.generation
+        try:
+            return self._sql(query, limit)
+        except (UsageError, OSError):
+            # A manifest published meanwhile (compaction, a withdrawal) may have removed parts
+            # of the snapshot this query read: run it once more on the new one.
+            if self.refresh().committed.generation == generation:
+                raise
+            return self._sql(query, limit)
+
+    def _sql(self, query: str, limit: Optional[int]) -> pa.Table:
         connection = duckdb.connect(config=LOCKED_DOWN)
         try:
             connection.register("frames", self.dataset("frames"))

@@ -4,7 +4,11 @@
     manifest = sink.on_write_start(make_manifest, overwrite=..., sources=...)   # driver
     writer = sink.shard_writer(shard_id, attempt, metadata)                   # worker, per shard
     writer.add(instances, frames); record = writer.commit(CommitRecord fields)
+    sink.record(record)                                                         # driver, per commit
     sink.on_write_complete(summary) | sink.on_write_failed(error)             # driver
+
+The driver's sink folds the commit records into manifests (`log_writer.py`), so readers of a
+large job read a few files instead of one record per shard (`commit_log.py`).
 
 Every file is written whole (`storage.write_bytes_atomic`: local temp + rename, one PUT on
 object stores). Parts carry attempt-unique names and the commit record names them, so a reader
@@ -15,14 +19,14 @@ Before its parts and before its commit, a writer checks that OUT still belongs t
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Optional
 
 from maskray.models.errors import MaskrayError, UsageError
 from maskray.pipeline import storage
-from maskray.pipeline.output import layout
+from maskray.pipeline.output import commit_log, layout
 from maskray.pipeline.output.layout import CommitRecord, DamagedOutputError
 from maskray.pipeline.output.lease import Lease
+from maskray.pipeline.output.log_writer import CommitLogWriter, delete_file
 from maskray.pipeline.output.shard_writer import ShardWriter
 
 
@@ -38,9 +42,10 @@ class OutputSink:
         self.job_id = job_id
         self.owner = owner
         self.lease: Optional[Lease] = None
+        self.log: Optional[CommitLogWriter] = None  # the driver's only
 
     def __getstate__(self):
-        return {"output": self.output, "job_id": self.job_id, "owner": self.owner, "lease": None}
+        return {"output": self.output, "job_id": self.job_id, "owner": self.owner, "lease": None, "log": None}
 
     # ---- driver: start ------------------------------------------------------------------------
     def on_write_start(self, make_manifest: Callable[[Optional[dict]], dict], *, overwrite: bool,
@@ -68,6 +73,7 @@ class OutputSink:
             manifest = make_manifest(previous)
             self.job_id = manifest["job_id"]
             write_job(self.output, manifest)
+            self.log = CommitLogWriter(self.output, self.job_id).open()
             _delete_file(layout.success_uri(self.output))
             self.lease.renew(self.job_id)
         except OSError as error:
@@ -105,14 +111,26 @@ class OutputSink:
 
     # ---- driver: progress, end ----------------------------------------------------------------
     def committed(self) -> dict[str, CommitRecord]:
-        """This job's commit records; a damaged one is left out (its shard is redone)."""
-        return read_commits(self.output, self.job_id, damaged="skip")
+        """This job's commit records (manifest and files); a damaged one is left out (its
+        shard is redone)."""
+        return self._log().load(commit_log.read_committed(self.output, self.job_id, damaged="skip"))
+
+    def record(self, record: CommitRecord) -> None:
+        """The driver learnt of a commit: it goes into the next manifest."""
+        self._log().add(record)
 
     def withdraw(self, record: CommitRecord) -> None:
-        """Remove a commit (readers stop seeing it), then the parts it names."""
+        """Remove a commit (readers stop seeing it), then the parts it names: at once, or,
+        when a published manifest names it, right after the next manifest leaves it out."""
         _delete_file(layout.commit_uri(self.output, record.shard))
-        for path in record.paths().values():
-            _delete_file(layout.relative_uri(self.output, path))
+        if not self._log().remove(record):
+            for path in record.paths().values():
+                _delete_file(layout.relative_uri(self.output, path))
+
+    def _log(self) -> CommitLogWriter:
+        if self.log is None:
+            self.log = CommitLogWriter(self.output, self.job_id).open()
+        return self.log
 
     def write_job_manifest(self, manifest: dict) -> None:
         write_job(self.output, manifest)
@@ -121,6 +139,8 @@ class OutputSink:
         storage.write_bytes_atomic(layout.driver_uri(self.output), layout.dumps(state))
 
     def on_write_complete(self, summary: dict) -> None:
+        """Publish the final manifest (complete: readers need not look at `_commits/`), then `_SUCCESS`."""
+        self._log().publish(complete=True)
         storage.write_bytes_atomic(layout.success_uri(self.output), layout.dumps(dict(summary, job_id=self.job_id)))
 
     def on_write_failed(self, error: BaseException) -> None:
@@ -167,37 +187,33 @@ def write_success(output: str, summary: dict) -> None:
 
 
 def read_commits(output: str, job_id: Optional[str] = None, damaged: str = "raise") -> dict[str, CommitRecord]:
-    """`{shard id: CommitRecord}` of committed shards (of `job_id` only, when given).
+    """`{shard id: CommitRecord}` of committed shards (of `job_id` only, when given): the
+    current manifest's, overlaid with `_commits/` files not folded yet (`commit_log.py`).
 
     A damaged record raises DamagedOutputError naming its file (`damaged="skip"` leaves it
-    out). Reads run in parallel on object stores.
+    out).
     """
-    try:
-        found = storage.list_files(layout.commits_uri(output))
-    except FileNotFoundError:
-        return {}
-    uris = [uri for uri, _ in found if layout.is_commit_file(uri)]
-
-    def load(uri: str):
-        try:
-            return CommitRecord.from_json(storage.read_bytes(uri), uri)
-        except DamagedOutputError:
-            if damaged == "skip":
-                return None
-            raise
-        except FileNotFoundError:  # withdrawn while we listed
-            return None
-
-    with ThreadPoolExecutor(max_workers=1 if storage.is_local(output) else 16) as pool:
-        records = [r for r in pool.map(load, uris) if r is not None]
-    return {r.shard: r for r in records if job_id is None or r.job_id == job_id}
+    return commit_log.read_committed(output, job_id, damaged).records
 
 
 # ---- removing ---------------------------------------------------------------------------------
 
 def clear_output(output: str) -> None:
-    """Remove a previous job (for `--overwrite`): each commit record, then the parts it names,
-    then maskray's job files. Nothing else in OUT is touched."""
+    """Remove a previous job (for `--overwrite`): the manifest pointer (readers stop seeing its
+    manifests), each commit record, then the parts they name, the manifests, and maskray's job
+    files. Nothing else in OUT is touched."""
+    try:
+        pointer = commit_log.read_pointer(output)
+    except DamagedOutputError:
+        pointer = None
+    manifests = [name for name in ((pointer or {}).get("manifest"), (pointer or {}).get("previous")) if name]
+    records = []
+    for name in manifests:
+        try:
+            records += commit_log.table_to_records(commit_log.read_manifest(output, name)).values()
+        except (FileNotFoundError, DamagedOutputError):
+            continue
+    _delete_file(layout.manifest_pointer_uri(output))
     try:
         found = storage.list_files(layout.commits_uri(output))
     except FileNotFoundError:
@@ -210,12 +226,15 @@ def clear_output(output: str) -> None:
         except (DamagedOutputError, FileNotFoundError):
             record = None
         _delete_file(uri)
-        for path in (record.paths().values() if record else ()):
-            _delete_file(layout.relative_uri(output, path))
-        if record is not None and record.tracks is not None:  # the video's stitched track ids
-            from maskray.pipeline.tracking.track_ids import video_key
+        records += [record] if record else []
+    from maskray.pipeline.tracking.track_ids import video_key
 
-            _delete_file(layout.track_ids_uri(output, video_key(record.planned)))
+    for path in {path for record in records for path in record.paths().values()}:
+        _delete_file(layout.relative_uri(output, path))
+    for key in {video_key(r.planned) for r in records if r.tracks is not None}:  # stitched track ids
+        _delete_file(layout.track_ids_uri(output, key))
+    for name in manifests:
+        _delete_file(layout.relative_uri(output, name))
     for name in layout.JOB_FILES:
         _delete_file(storage.join(output, name))
 
@@ -252,11 +271,7 @@ def _read_commit_or_none(uri: str) -> Optional[CommitRecord]:
 
 
 def _delete_file(uri: str) -> None:
-    import pyarrow.fs as pafs
-
-    filesystem, path = storage.resolve(uri)
-    if filesystem.get_file_info(path).type == pafs.FileType.File:
-        filesystem.delete_file(path)
+    delete_file(uri)
 
 
 def _line(error: BaseException) -> str:

@@ -1,6 +1,7 @@
 """A job's state computed from its output folder alone, so it works from any machine.
 
-Reads `_job.json` (planned shards and frames), this job's commit records (what is done),
+Reads `_job.json` (planned shards and frames), this job's commit log (what is done: a
+manifest and the records not folded yet, summed column-wise),
 `_SUCCESS`, the lease (is a driver alive, and who) and `_driver.json` (its phase and rate).
 A job without `_SUCCESS` whose driver holds no live lease was killed or lost, including a
 driver killed before its first heartbeat (its lease expires): the job is reported stopped,
@@ -15,7 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 from maskray.models.errors import UsageError, first_line
-from maskray.pipeline.output import layout, lease, sink
+from maskray.pipeline.output import commit_log, layout, lease, sink
 
 
 class NoJobError(UsageError):
@@ -54,7 +55,7 @@ def output_status(output: str, now: Optional[float] = None) -> OutputStatus:
     if manifest is None:
         raise NoJobError(f"no maskray job in {output} (no {layout.JOB_FILE})")
     job_id = manifest.get("job_id")
-    commits = sink.read_commits(output, job_id)
+    committed = commit_log.read_committed(output, job_id)
     driver = sink.read_driver_state(output) or {}
     if driver.get("job_id") not in (None, job_id):
         driver = {}
@@ -73,18 +74,17 @@ def output_status(output: str, now: Optional[float] = None) -> OutputStatus:
         updated = driver.get("updated")
         silent = f"last heartbeat {max(0.0, now - float(updated)):.0f}s ago" if updated else "no heartbeat"
         message = f"driver stopped without finishing ({silent}); run the same submit again to resume"
-    records = commits.values()
     return OutputStatus(
         output=output,
         job_id=job_id,
         state=state,
         message=message,
-        shards_done=len(layout.covered_shards(records)),
+        shards_done=len(committed.covered_shards()),
         shards_total=manifest.get("shards"),
-        frames_done=sum(int(r.frames) for r in records),
+        frames_done=committed.total("frames"),
         frames_total=manifest.get("frames"),
-        instances=sum(int(r.instances) for r in records),
-        errors=sum(int(r.errors) for r in records),
+        instances=committed.total("instances"),
+        errors=committed.total("errors"),
         frames_per_s=driver.get("frames_per_s"),
         model=manifest.get("model"),
         weights_id=manifest.get("weights_id"),
