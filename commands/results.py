@@ -1,4 +1,4 @@
-"""Tools over a job's output: `query`, `export`, `eval`, `render`."""
+"""Tools over a job's output: `query`, `export`, `eval`, `render`, `compact`."""
 
 from __future__ import annotations
 
@@ -161,4 +161,31 @@ def render_command(output, source, out_file, min_score, frames, frame, trails):
     summary = render(output, source, out_file, min_score=min_score, frames=frames, frame=frame, trails=trails)
     click.echo(f"wrote {out_file}: {summary.frames_written} frames, {summary.instances_drawn} instances "
                f"drawn on {summary.frames_annotated} of them")
+    return 0
+
+
+@click.command("compact")
+@click.argument("output")
+@click.option("--target-size", "target_mb", type=click.IntRange(min=1), default=128, show_default=True,
+              metavar="MB", help="About how large each merged file is.")
+def compact_command(output, target_mb):
+    """Merge a finished job's small Parquet parts into larger files, atomically.
+
+    Readers (query, status, export, eval, render, the Python API) see the old parts or the
+    merged ones, never a mix; the old parts are deleted after the switch. Refused while a
+    job runs on OUTPUT or before it finished. Safe to run again after a crash.
+
+    \b
+    Example:
+      maskray compact out/
+      maskray compact s3://cams/masks/ --target-size 256
+    """
+    from maskray.pipeline.output.compaction import compact
+
+    done = compact(output, target_bytes=target_mb * 2**20)
+    if not done.merged_files:
+        click.echo(f"nothing to compact: {done.shards} shards in {done.parts_before} files")
+    else:
+        click.echo(f"compacted {done.shards} shards: {done.parts_before} files -> {done.parts_after}"
+                   f" ({done.merged_files} written; manifest {done.generation})")
     return 0

@@ -91,6 +91,35 @@ def write_output(output: str, frames: Sequence[tuple[FrameRef, FramePrediction]]
     return shard_ids
 
 
+def run_as_driver(output: str, frames: Sequence[tuple[FrameRef, FramePrediction]], shard_size: int = 2,
+                  every: int = 1000, finish: bool = True) -> sink.OutputSink:
+    """A job's output written as `maskray submit` writes it, without Ray or a model: the
+    driver's sink takes the lease and writes `_job.json`; each shard is committed through a
+    pickled copy of it (what a worker holds) and recorded by the driver's (folded into a
+    manifest every `every` records); with `finish`, the final manifest and `_SUCCESS`, and
+    the lease is released. Returns the driver's sink."""
+    import pickle
+
+    driver = sink.OutputSink(output)
+    driver.on_write_start(lambda previous: {"job_id": "test-job", "model": "known-instances", "weights_id": "none"},
+                          overwrite=False, sources=[], lease_ttl_s=60)
+    driver.log.every, driver.log.interval_s = every, float("inf")  # publish by count only: deterministic
+    worker = pickle.loads(pickle.dumps(driver))
+    for start in range(0, len(frames), shard_size):
+        chunk = frames[start:start + shard_size]
+        instances, frame_rows = predictions_to_batches([r for r, _ in chunk], [p for _, p in chunk],
+                                                       shard_id := f"s{start // shard_size:04d}")
+        writer = worker.shard_writer(shard_id, 1, {})
+        writer.add(instances, frame_rows)
+        driver.record(writer.commit(frames=frame_rows.num_rows, frames_ok=frame_rows.num_rows, errors=0,
+                                    instances=instances.num_rows))
+    if finish:
+        driver.committed()  # as the driver's reconcile does
+        driver.on_write_complete({"shards": -(-len(frames) // shard_size)})
+        driver.release()
+    return driver
+
+
 def ground_truth(frames: Sequence[tuple[FrameRef, FramePrediction]], images: Sequence[dict],
                  categories: dict, path, keypoint_categories: Sequence[int] = (1,)) -> dict:
     """A COCO annotations file whose annotations are exactly the frames' instances.

@@ -11,6 +11,7 @@ import sys
 from collections import Counter
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from maskray.jobs.ray_local import private_cluster_environment
@@ -48,21 +49,24 @@ def local_ray(**options):
 
 
 def read_table(output: str, table: str) -> pa.Table:
-    """All committed rows of `instances` or `frames` (files named by `_commits/`)."""
+    """All committed rows of `instances` or `frames`: the files the commit log names (the
+    manifest and `_commits/`), each row kept only if its shard is committed."""
+    records = commits(output)
     parts = []
-    for record in commits(output).values():
-        filesystem, path = storage.resolve(storage.join(output, record["files"][table]["path"]))
-        parts.append(pq.read_table(path, filesystem=filesystem))
+    for path in sorted({record["files"][table]["path"] for record in records.values()}):
+        filesystem, resolved = storage.resolve(storage.join(output, path))
+        part = pq.read_table(resolved, filesystem=filesystem)
+        parts.append(part.filter(pc.is_in(part["shard"], value_set=pa.array(sorted(records)))))
     return pa.concat_tables(parts) if parts else pa.table({})
 
 
 def commits(output: str) -> dict:
-    try:
-        found = storage.list_files(storage.join(output, "_commits"))
-    except FileNotFoundError:
-        return {}
-    records = [json.loads(storage.read_bytes(uri)) for uri, _ in found if uri.endswith(".json")]
-    return {record["shard"]: record for record in records}
+    """`{shard: commit record as a dict}` of every committed shard (any job)."""
+    from dataclasses import asdict
+
+    from maskray.pipeline.output.commit_log import read_committed
+
+    return {shard: asdict(record) for shard, record in read_committed(output).records.items()}
 
 
 def frame_keys(frames: pa.Table) -> Counter:
