@@ -14,7 +14,8 @@ from maskray.jobs.local import run_job
 from maskray.jobs.spec import JobSpec
 from maskray.jobs.training.shapes import generate_shapes
 from maskray.pipeline.coco.evaluate import evaluate
-from maskray.pipeline.output.layout import commit_uri, track_ids_uri
+from maskray.pipeline.output import sink
+from maskray.pipeline.output.layout import track_ids_uri
 from maskray.pipeline.output.reader import open_output
 from maskray.pipeline.tracking.track_ids import video_key
 from submit_helpers import frame_keys, local_ray, read_table, run_cli
@@ -96,7 +97,9 @@ def test_resume_after_losing_a_segment_keeps_every_id(outputs, shapes):
     last = sorted(out.commits)[-1]
     stitched = track_ids_uri(str(many), video_key(last))
     # The state a kill leaves: the last segment never committed, the video never stitched.
-    os.remove(commit_uri(str(many), last))
+    lost = sink.OutputSink(str(many), out.job["job_id"])
+    lost.withdraw(lost.committed()[last])
+    lost.log.publish(complete=False)
     os.remove(stitched)
     assert open_output(str(many)).sql("SELECT count(track_id) AS n FROM instances").to_pylist()[0]["n"] == 0
     assert run_job(spec, stream=io.StringIO()) == 0
@@ -134,3 +137,22 @@ def test_mots_export_and_a_render_with_trails_follow_the_tracks(outputs, shapes,
     picture = np.asarray(Image.open(tmp_path / "f30.png").convert("RGB"))
     edge = picture[int(best["y1"]) + 1: int(best["y2"]) - 1, int(round(best["x2"]))]
     assert (np.abs(edge.astype(int) - colour(best["track_id"] - 1)).sum(axis=1) < 30).any()
+
+
+def test_compaction_keeps_track_ids_tracks_and_their_metrics(outputs, shapes, tmp_path):
+    import shutil
+
+    from maskray.pipeline.output.compaction import compact
+
+    _, many, _ = outputs
+    copy = tmp_path / "many"
+    shutil.copytree(many, copy)
+    rows_sql = "SELECT shard, frame, instance, track_id FROM instances ORDER BY 1, 2, 3"
+    before = open_output(str(copy))
+    rows, tracks = before.sql(rows_sql).to_pylist(), before.sql("SELECT * FROM tracks ORDER BY track_id").to_pylist()
+    metrics = evaluate(str(copy), str(shapes.videos_json), tasks=["segm"]).metrics["tracks"]
+    assert compact(str(copy)).merged_files == 2  # 3 segments' parts become one file per table
+    after = open_output(str(copy))
+    assert after.sql(rows_sql).to_pylist() == rows and rows
+    assert after.sql("SELECT * FROM tracks ORDER BY track_id").to_pylist() == tracks
+    assert evaluate(str(copy), str(shapes.videos_json), tasks=["segm"]).metrics["tracks"] == metrics

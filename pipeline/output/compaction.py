@@ -130,14 +130,23 @@ def _distinct_parts(table: pa.Table) -> int:
 
 def _plan(table: pa.Table, name: str, target_bytes: int) -> list[list[str]]:
     """Groups of part paths (in shard order) of about `target_bytes` each; a part as large as
-    the target, or a group of one, stays as it is."""
+    the target, or a group of one, stays as it is (unless it holds rows no longer committed)."""
     sizes: dict[str, int] = {}
-    for path, size in zip(table[f"{name}_path"].to_pylist(), table[f"{name}_bytes"].to_pylist()):
+    naming: dict[str, int] = {}
+    declared: dict[str, int] = {}
+    columns = (table[f"{name}_path"].to_pylist(), table[f"{name}_bytes"].to_pylist(), table[f"{name}_shards"].to_pylist())
+    for path, size, shards in zip(*columns):
         if path:
             sizes.setdefault(path, int(size or 0))
+            naming[path] = naming.get(path, 0) + 1
+            declared[path] = int(shards or 1)
+    # A merged file that still holds rows of shards withdrawn since is rewritten even alone.
+    stale = {path for path in sizes if naming[path] < declared[path]}
     groups, current, total = [], [], 0
     for path in sorted(sizes):
         if sizes[path] >= target_bytes:
+            if path in stale:
+                groups.append([path])
             continue
         if current and total + sizes[path] > target_bytes:
             groups.append(current)
@@ -145,7 +154,7 @@ def _plan(table: pa.Table, name: str, target_bytes: int) -> list[list[str]]:
         current.append(path)
         total += sizes[path]
     groups.append(current)
-    return [group for group in groups if len(group) > 1]
+    return [group for group in groups if len(group) > 1 or (group and group[0] in stale)]
 
 
 def _merge(output: str, table: pa.Table, name: str, group: list[str], merged_name: str) -> pa.Table:

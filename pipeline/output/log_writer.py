@@ -107,7 +107,13 @@ class CommitLogWriter:
             self.publish(complete=False)
 
     def publish(self, complete: bool) -> dict:
-        """Write the next manifest and switch to it; then delete what it no longer needs."""
+        """Write the next manifest and switch to it; then delete what it no longer needs.
+        With nothing changed only the pointer is rewritten (a resume that found all done)."""
+        if not self.changes and self.pointer and self.pointer.get("manifest"):
+            if bool(self.pointer.get("complete")) != complete:
+                self.pointer = dict(self.pointer, complete=complete)
+                commit_log.write_pointer(self.output, self.pointer)
+            return self.pointer
         changed = pa.array(list(self.changes), pa.string())
         kept = self.table.filter(pc.invert(pc.is_in(self.table["shard"], value_set=changed)))
         added = commit_log.records_to_table(r for r in self.changes.values() if r is not None)
@@ -122,11 +128,11 @@ class CommitLogWriter:
         return self.pointer
 
     def _after_switch(self, folded: dict[str, CommitRecord], old_manifest: Optional[str]) -> None:
-        named = set()
-        for table in TABLE_NAMES:
-            named.update(p for p in self.table[f"{table}_path"].to_pylist() if p)
-        named.update(p for parts in self.paths.values() for p in parts)
-        unused, self.garbage = self.garbage - named, set()
+        unused = set()
+        if self.garbage:  # a merged part may still be named by other records
+            named = {p for table in TABLE_NAMES for p in self.table[f"{table}_path"].to_pylist() if p}
+            named.update(p for parts in self.paths.values() for p in parts)
+            unused, self.garbage = self.garbage - named, set()
         output = self.output
 
         def fold(record: CommitRecord) -> None:
