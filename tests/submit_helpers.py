@@ -4,7 +4,6 @@ and reading an output folder the way a user would (committed shards only)."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import subprocess
 import sys
