@@ -24,7 +24,8 @@ def query_command(output, sql, fmt, out_file, limit):
       maskray query s3://cams/masks/ "SELECT * FROM frames WHERE status = 'error'" --format csv
     """
     from maskray.models.errors import UsageError
-    from maskray.pipeline.output.reader import open_output, serialize, write_file
+    from maskray.pipeline.output.reader import open_output, write_file
+    from maskray.pipeline.output.results_format import serialize
 
     if fmt == "parquet" and not out_file:
         raise UsageError("--format parquet writes a binary file: add --out FILE")

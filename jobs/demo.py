@@ -25,7 +25,8 @@ from maskray.models.weights import load_weights
 from maskray.pipeline.output import sink
 from maskray.pipeline.coco.evaluate import evaluate
 from maskray.pipeline.render.overlays import render
-from maskray.pipeline.output.reader import format_table, open_output
+from maskray.pipeline.output.reader import open_output
+from maskray.pipeline.output.results_format import format_table
 from maskray.pipeline.text_table import text_table
 from maskray.jobs.training.shapes import SyntheticSet
 
