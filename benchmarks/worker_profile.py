@@ -33,7 +33,7 @@ def profile_worker(video: str, every: int, profile: Profile, output: str) -> dic
     from maskray.pipeline.execution.worker import ShardWorker
     from maskray.pipeline.inputs.listing import list_media
     from maskray.pipeline.inputs.sampling import Sampling
-    from maskray.pipeline.inputs.shards import plan_shards
+    from maskray.pipeline.inputs.plan_stream import plan_shards
 
     shards = plan_shards(list_media([video]), Sampling(every=every), None, workers=1)
     config = {key: getattr(profile, key) for key in (

@@ -29,7 +29,7 @@ from maskray.pipeline.inputs.images import decode_frames, decode_image
 from maskray.pipeline.inputs.listing import MediaFile, list_media
 from maskray.pipeline.inputs.sampling import Sampling
 from maskray.pipeline.inputs.shard_frames import iter_shard_frames
-from maskray.pipeline.inputs.shards import plan_shards
+from maskray.pipeline.inputs.plan_stream import plan_shards
 from maskray.pipeline.inputs.video import build_index, decode_segment
 from maskray.pipeline.output import sink
 from maskray.pipeline.output.reader import open_output

@@ -9,7 +9,9 @@ import shutil
 import pytest
 
 from maskray.pipeline.inputs.sampling import Sampling, sampled_frames
-from maskray.pipeline.inputs.shards import Shard, plan_shards
+from maskray.pipeline.inputs.plan_stream import plan_shards
+from maskray.pipeline.inputs.shard_frames import video_segment
+from maskray.pipeline.inputs.shards import Shard
 from maskray.pipeline.inputs.listing import MediaFile, list_media
 from maskray.pipeline.inputs.video import build_index, decode_segment
 
@@ -34,14 +36,17 @@ def test_images_are_grouped_in_order_and_ids_are_stable(media):
 
 
 @pytest.mark.parametrize("sampling", [Sampling(), Sampling(every=7), Sampling(fps=3.0), Sampling(keyframes=True)])
-def test_every_sampled_frame_is_in_exactly_one_video_shard(media, sampling):
-    shards = plan_shards(media, sampling, 1.0, workers=2)
+def test_every_sampled_frame_is_in_exactly_one_video_shard(media, sampling, tmp_path):
+    shards = plan_shards(media, sampling, 1.0, workers=2, output=str(tmp_path))
     for video in (m for m in media if m.kind == "video"):
         parts = [s for s in shards if s.uris == (video.uri,)]
-        frames = [f for s in parts for f in s.frames]
+        # What each shard's worker finds from the cached index, and what the planner counted.
+        frames_of = [video_segment(s, str(tmp_path))[1] for s in parts]
+        frames = [f for part in frames_of for f in part]
         assert frames == sampled_frames(build_index(video.uri), sampling)
-        assert all(s.start_frame <= f < s.end_frame for s in parts for f in s.frames)
-        assert sum(s.expected_frames for s in parts) == len(frames)
+        assert all(s.start_frame <= f < s.end_frame for s, part in zip(parts, frames_of) for f in part)
+        assert [s.expected_frames for s in parts] == [len(part) for part in frames_of]
+        assert all(s.index_key and len(json.dumps(s.to_dict())) < 1000 for s in parts)  # no frame lists
 
 
 def test_segment_size_follows_workers_and_override(data_dir):
@@ -55,14 +60,15 @@ def test_segment_size_follows_workers_and_override(data_dir):
     assert len(plan_shards(bikes, Sampling(), 60.0, workers=8)) == 1
 
 
-def test_shard_survives_json_and_decodes_on_its_own(data_dir):
+def test_shard_survives_json_and_decodes_on_its_own(data_dir, tmp_path):
     bikes = list_media([str(data_dir / "videos" / "bikes.mp4")])
-    shard = plan_shards(bikes, Sampling(every=5), 2.0, workers=1)[1]
+    shard = plan_shards(bikes, Sampling(every=5), 2.0, workers=1, output=str(tmp_path))[1]
     copy = Shard.from_dict(json.loads(json.dumps(shard.to_dict())))
     assert copy == shard
-    decoded = list(decode_segment(copy.uris[0], copy.video_index(), copy.start_frame, copy.end_frame,
-                                  set(copy.frames)))
-    assert tuple(d.frame for d in decoded) == copy.frames and len(decoded) == copy.expected_frames
+    window, frames = video_segment(copy, str(tmp_path))
+    decoded = list(decode_segment(copy.uris[0], window, copy.start_frame, copy.end_frame, set(frames)))
+    assert [d.frame for d in decoded] == frames == [f for f in range(copy.start_frame, copy.end_frame) if f % 5 == 0]
+    assert len(decoded) == copy.expected_frames
 
 
 def test_bad_inputs_become_error_shards_not_crashes(tmp_path, data_dir):

@@ -15,20 +15,23 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Optional, TextIO
 
 from maskray.models.errors import MaskrayError, UsageError
 from maskray.pipeline.execution.cluster_watch import NODE_LOST, ClusterWatch, exit_lost
-from maskray.pipeline.execution.indexing import video_indexer
+from maskray.pipeline.execution.indexing import ClusterRunner
 from maskray.pipeline.execution.heartbeat import LEASE_TTL_S, Heartbeat
 from maskray.pipeline.execution.progress import Progress
-from maskray.pipeline.execution.tasks import ShardTask, bisect, planned_task
+from maskray.pipeline.execution.tasks import ShardTask, bisect
 from maskray.pipeline.execution.worker_pool import (
     WorkerPool, error_line, is_ray_error, original_error, placement_text, pool_size,
 )
 from maskray.pipeline.inputs.listing import list_media
-from maskray.pipeline.inputs.shards import plan_shards
+from maskray.pipeline.execution.plan_feed import CompletePlan, PlanFeed
+from maskray.pipeline.inputs.plan_stream import ShardStream, plan_from_cache, plan_settings
+from maskray.pipeline.inputs.shards import PlanSettings
 from maskray.pipeline.inputs.sampling import Sampling
 from maskray.pipeline.tracking.segment import HEAD_FRAMES
 from maskray.pipeline.tracking.track_ids import stitch_job
@@ -77,41 +80,48 @@ def run(spec, *, overwrite: bool = False, connect: Optional[Callable[[], None]] 
 
 
 def _run(spec, sink: OutputSink, media, manifest, heartbeat: Heartbeat, connect, stream, terminal) -> JobOutcome:
-    shards = committed = None
+    started = time.time()
+    plan = committed = None
     if manifest.get("plan_workers"):
-        # A re-run plans exactly as the first run did (automatic segment lengths depend on
-        # the worker count; the same cut gives the same shard ids, so committed work is found).
-        shards = _plan(spec, sink, media, manifest)
-        committed = _committed_in_plan(sink, {s.id for s in shards})
-    if shards is None or len(covered_shards(committed.values())) < len(shards):
+        # A re-run plans exactly as the first run did (automatic segment lengths depend on the
+        # worker count; the same cut gives the same shard ids, so committed work is found).
+        # With every index cached it plans here, reading no media, and needs no Ray at all
+        # when every shard is committed.
+        plan = plan_from_cache(media, _settings(spec, media, manifest))
+        if plan is not None:
+            committed = _committed_in_plan(sink, {s.id for s in plan})
+    if plan is None or len(covered_shards(committed.values())) < len(plan):
         heartbeat.phase = "starting workers"
         connect()
         workers, gpus_per_worker, cpus_per_worker = pool_size(spec)
-        if shards is None:
-            manifest["plan_workers"] = workers
-            shards = _plan(spec, sink, media, manifest)
-            committed = _committed_in_plan(sink, {s.id for s in shards})
-    done = covered_shards(committed.values())
-    pending = [planned_task(s) for s in shards if s.id not in done]
-    progress = Progress(
-        manifest["frames"], len(shards), done_frames=sum(r.frames for r in committed.values()),
-        done_shards=len(done), stream=stream, terminal=terminal,
-    )
+        if not manifest.get("plan_workers"):
+            manifest["plan_workers"] = workers  # before any commit: a resume cuts the same way
+            sink.write_job_manifest(manifest)
+    source = CompletePlan(plan) if plan is not None else ShardStream(
+        media, _settings(spec, media, manifest), ClusterRunner())
+    if committed is None:
+        committed = sink.committed()
+    progress = Progress(None, None, stream=stream, terminal=terminal)
+    feed = PlanFeed(source, sink, manifest, committed, progress, started)
+    pending = feed.take()
     heartbeat.rate = lambda: progress.rate
-    if pending:
-        pool = WorkerPool(spec, sink, min(workers, len(pending)), gpus_per_worker, cpus_per_worker)
+    if pending or not feed.done:
+        size = workers if not feed.done else min(workers, len(pending))
+        pool = WorkerPool(spec, sink, size, gpus_per_worker, cpus_per_worker)
         try:
             heartbeat.phase = "loading the model"
             placement = pool.describe()
             manifest["weights_id"] = placement[0]["weights_id"]
             sink.write_job_manifest(manifest)
+            pending += feed.take()  # planned while the model loaded
+            so_far = "" if feed.done else " so far (planning goes on)"
             progress.log(
-                f"{len(pending)} of {len(shards)} shards to do ({manifest['frames']} frames in all) on"
-                f" {len(placement)} workers: " + ", ".join(placement_text(p) for p in placement)
+                f"{len(pending)} shards to do{so_far} on {len(placement)} workers: "
+                + ", ".join(placement_text(p) for p in placement)
             )
             heartbeat.phase = "running"
             progress.start_clock()
-            _dispatch(pool, pending, committed, progress, heartbeat,
+            _dispatch(pool, feed, pending, committed, progress, heartbeat,
                       on_lost=exit_lost(lambda message: heartbeat.stop("failed", message)))
         finally:
             pool.shutdown()
@@ -120,6 +130,7 @@ def _run(spec, sink: OutputSink, media, manifest, heartbeat: Heartbeat, connect,
         progress.close()
         progress.log("every shard is already committed: nothing to do")
 
+    shards = feed.planned
     _reconcile(sink, committed)
     # Track ids, once per video (kept on a re-run); stitching reads the records' `tracks`.
     stitch_job(spec.output, shards, {k: {"tracks": r.tracks} for k, r in committed.items() if r.tracks is not None})
@@ -140,9 +151,11 @@ def _run(spec, sink: OutputSink, media, manifest, heartbeat: Heartbeat, connect,
     return JobOutcome(3 if errors else 0, summary)
 
 
-def _dispatch(pool: WorkerPool, pending: list[ShardTask], committed: dict, progress: Progress,
+def _dispatch(pool: WorkerPool, feed: PlanFeed, pending: list[ShardTask], committed: dict, progress: Progress,
               heartbeat: Heartbeat, on_lost=None) -> None:
-    """Hand tasks to free actors until every planned shard is covered by commits.
+    """Hand tasks to free actors until the plan is complete and every shard is covered by commits.
+
+    Shards planned meanwhile join the end of the queue; retries go to its front.
 
     A failed attempt is retried on a fresh actor (bisected once its attempts are used up); a
     task whose actor was on a node that died is retried without using up an attempt; a driver
@@ -151,24 +164,27 @@ def _dispatch(pool: WorkerPool, pending: list[ShardTask], committed: dict, progr
     import ray
 
     sink = pool.sink
-    queue = list(reversed(pending))  # pop() from the end keeps the planned order
+    queue = deque(pending)
     running: dict = {}  # ObjectRef -> (task, actor)
     lost: dict = {}  # id(task) -> (task, actor, error, since): actor gone, cause not yet known
     watch = ClusterWatch(on_lost=on_lost)
     try:
-        while queue or running or lost:
+        while queue or running or lost or not feed.done:
             if heartbeat.lost is not None:
                 raise heartbeat.lost
+            if not feed.done:  # waits a little only when nothing else is going on
+                queue.extend(feed.take(timeout=0.0 if queue or running or lost else 0.5))
+                heartbeat.phase = "running" if feed.done else "running, planning"
             while queue and pool.has_idle():
-                task = queue.pop()
+                task = queue.popleft()
                 task.attempts += 1
                 actor = pool.take()
                 watch.watch_actor(actor)
                 ref = actor.process.remote(task.shard, task.attempts, task.planned, task.piece, task.failure)
                 running[ref] = (task, actor)
             if running:
-                ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
-            else:  # waiting for replacements to start, or for a verdict on lost actors
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0 if feed.done else 0.25)
+            elif feed.done:  # waiting for replacements to start, or for a verdict on lost actors
                 ready = []
                 time.sleep(0.5)
             for ref in ready:
@@ -206,7 +222,7 @@ def _dispatch(pool: WorkerPool, pending: list[ShardTask], committed: dict, progr
                 if verdict == NODE_LOST:
                     task.attempts -= 1  # a lost node is not the shard's fault: it keeps its retries
                     progress.retried(task.shard.id, task.attempts + 1, "its node was lost")
-                    queue.append(task)
+                    queue.appendleft(task)
                 else:
                     reason = f"worker died: {error_line(error)}" if error is not None else "worker died"
                     _retry_or_bisect(task, queue, progress, reason)
@@ -216,10 +232,10 @@ def _dispatch(pool: WorkerPool, pending: list[ShardTask], committed: dict, progr
         watch.stop()
 
 
-def _retry_or_bisect(task: ShardTask, queue: list, progress: Progress, reason: str) -> None:
+def _retry_or_bisect(task: ShardTask, queue: deque, progress: Progress, reason: str) -> None:
     if not task.exhausted():
         progress.retried(task.shard.id, task.attempts + 1, reason)
-        queue.append(task)
+        queue.appendleft(task)
         return
     replacements = bisect(task, f"this input failed the worker: {reason}")
     if not replacements:
@@ -227,7 +243,7 @@ def _retry_or_bisect(task: ShardTask, queue: list, progress: Progress, reason: s
     what = ("its inputs become error rows" if replacements[0].failure
             else f"split into {len(replacements)} pieces")
     progress.log(f"shard {task.shard.id} failed {task.attempts} times ({reason}); {what}")
-    queue.extend(reversed(replacements))
+    queue.extendleft(reversed(replacements))
 
 
 def _reconcile(sink: OutputSink, committed: dict) -> None:
@@ -241,16 +257,12 @@ def _reconcile(sink: OutputSink, committed: dict) -> None:
             committed[shard_id] = record  # the same shard by another attempt: its files win
 
 
-def _plan(spec, sink: OutputSink, media, manifest: dict) -> list:
-    """Shards of the job (the same inputs and `plan_workers` give the same shards); records
-    their count and total frames in `_job.json`."""
+def _settings(spec, media, manifest: dict) -> PlanSettings:
+    """How this job cuts its inputs (the same listing and `plan_workers` give the same shards)."""
     sampling = Sampling(every=spec.every, fps=spec.fps, keyframes=bool(spec.keyframes))
     lookahead = HEAD_FRAMES if getattr(spec, "track", False) else 0
-    shards = plan_shards(media, sampling, spec.segment_seconds, int(manifest["plan_workers"]),
-                         lookahead=lookahead, index_videos=video_indexer(spec.output))
-    manifest.update(shards=len(shards), frames=sum(s.expected_frames for s in shards))
-    sink.write_job_manifest(manifest)
-    return shards
+    return plan_settings(media, sampling, spec.segment_seconds, int(manifest["plan_workers"]),
+                         lookahead=lookahead, output=spec.output)
 
 
 def _committed_in_plan(sink: OutputSink, planned: set) -> dict:

@@ -1,78 +1,54 @@
-"""Video indexing as cluster work: one small Ray task per video, each index cached in OUT.
+"""Planning as cluster work: each video's indexing and cutting is a small Ray task.
 
-The driver reads no media bytes: a task on the cluster reads the container's own index
-with ranged reads (or demuxes, for containers without one) and writes the compact index to
-`OUT/_index/`; the driver receives the compact arrays (8 bytes a frame). A resume, or a
-planning pass before Ray is started, finds the cache and reads a few KB per video.
+The driver reads no media bytes: a task on the cluster reads the container's own index with
+ranged reads (or demuxes, for containers without one), writes the compact index to
+`OUT/_index/` and returns only the video's shard descriptions; GIF/TIFF files are counted
+by tasks too. A resume, or a second job over the same sources, finds the cached indexes.
 
-A video that crashes its task (a decoder fault kills the worker process) becomes an error
-shard like any unreadable video: no single input fails the job.
+The tasks ask for no CPU: they mostly wait on storage, and CPU workers take the cluster's
+cores, so tasks that needed a core could wait for the job to end while the job waits for
+them. `max_in_flight` bounds how many run at once instead. They spread over the nodes.
+
+A task that crashes (a decoder fault kills its process) makes its video an error shard
+like any unreadable video (`plan_stream.py`): no single input fails the job.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
-
-from maskray.pipeline.execution.cluster_watch import ClusterWatch
-from maskray.pipeline.inputs.listing import MediaFile
-from maskray.pipeline.inputs.shards import INDEX_THREADS, VideoIndexer, index_or_error
-
-INDEX_TASK_CPUS = 0.25  # mostly waiting on storage; several run beside each other per core
-MAX_IN_FLIGHT = 256     # tasks submitted at once: bounded so a huge listing does not flood Ray
+PLAN_TASK_CPUS = 0
+MAX_IN_FLIGHT = 256  # the most planning tasks at once, whatever the cluster
+TASKS_PER_CPU = 2    # on a small cluster: a few per core (their time is mostly IO waits)
 
 
-def video_indexer(output: Optional[str]) -> VideoIndexer:
-    """Cluster tasks when Ray is up; else threads here, reading (and filling) the cache."""
-    import ray
+class ClusterRunner:
+    """`plan_stream.Runner` on Ray tasks (Ray must be initialised)."""
 
-    if ray.is_initialized():
-        return lambda videos: index_on_cluster(videos, output)
-    return lambda videos: _index_here(videos, output)
+    def __init__(self):
+        import ray
 
+        cpus = float(ray.cluster_resources().get("CPU", 1))
+        self.max_in_flight = int(min(MAX_IN_FLIGHT, max(4, TASKS_PER_CPU * cpus)))
+        self._tasks: dict = {}
 
-def index_on_cluster(videos: list[MediaFile], output: Optional[str]) -> list:
-    import ray
+    def submit(self, function, *args):
+        task = self._tasks.get(function)
+        if task is None:
+            import ray
 
-    if not videos:
-        return []
-    task = ray.remote(num_cpus=INDEX_TASK_CPUS, max_retries=2)(index_or_error)
-    watch = ClusterWatch()
-    try:
-        return _collect(task, videos, output, watch)
-    finally:
-        watch.stop()
+            task = ray.remote(num_cpus=PLAN_TASK_CPUS, max_retries=2, scheduling_strategy="SPREAD")(function)
+            self._tasks[function] = task
+        return task.remote(*args)
 
+    def wait(self, handles: list, timeout: float) -> list:
+        import ray
 
-def _collect(task, videos: list[MediaFile], output: Optional[str], watch: ClusterWatch) -> list:
-    import ray
+        ready, rest = ray.wait(handles, num_returns=1, timeout=timeout)
+        if ready and rest:  # and whatever else is ready by now
+            more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+            ready += more
+        return ready
 
-    results: list = [None] * len(videos)
-    in_flight: dict = {}
-    submitted = 0
-    while submitted < len(videos) or in_flight:
-        while submitted < len(videos) and len(in_flight) < MAX_IN_FLIGHT:
-            in_flight[task.remote(videos[submitted].uri, output)] = submitted
-            submitted += 1
-        done, _ = ray.wait(list(in_flight), num_returns=min(len(in_flight), 64), timeout=1.0)
-        for ref in done:
-            position = in_flight.pop(ref)
-            try:
-                results[position] = ray.get(ref)
-            except ray.exceptions.RayError as error:
-                results[position] = f"cannot index video: {_first_line(error)}"
-        watch.raise_if_lost()
-    return results
+    def result(self, handle):
+        import ray
 
-
-def _index_here(videos: list[MediaFile], output: Optional[str]) -> list:
-    uris = [item.uri for item in videos]
-    if len(uris) <= 1:
-        return [index_or_error(uri, output) for uri in uris]
-    with ThreadPoolExecutor(max_workers=min(INDEX_THREADS, len(uris))) as pool:
-        return list(pool.map(lambda uri: index_or_error(uri, output), uris))
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return (lines[-1] if lines else type(error).__name__)[:200]
+        return ray.get(handle)

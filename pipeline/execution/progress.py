@@ -3,6 +3,8 @@
 On a terminal: a tqdm bar of frames done / total with frames/s, ETA and the error count.
 Elsewhere (CI logs, `nohup`, the Ray Jobs API): one line every `interval` seconds, so a log
 file stays readable. Counts advance per committed shard: those are the frames that exist.
+While planning goes on (shards run as they are planned) the totals are unknown: the line
+shows `?` and "planning", and `set_totals` fills them in when the plan is complete.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from typing import Optional, TextIO
 class Progress:
     def __init__(
         self,
-        total_frames: int,
-        total_shards: int,
+        total_frames: Optional[int],
+        total_shards: Optional[int],
         *,
         done_frames: int = 0,
         done_shards: int = 0,
@@ -42,6 +44,26 @@ class Progress:
             self.log(f"resuming: {done_shards}/{total_shards} shards already committed")
 
     # ---- updates ---------------------------------------------------------------------------
+    @property
+    def planning(self) -> bool:
+        return self.total_frames is None
+
+    def set_totals(self, total_frames: int, total_shards: int) -> None:
+        """The plan is complete: totals (and the bar's percentage and ETA) are known now."""
+        self.total_frames, self.total_shards = total_frames, total_shards
+        if self._bar is not None:
+            self._bar.total = total_frames
+            self._set_postfix()
+            self._bar.refresh()
+
+    def resumed(self, frames: int, shards: int = 1) -> None:
+        """Work a previous run committed, found while planning: done already, not this run's."""
+        self.frames += frames
+        self.resumed_frames += frames
+        self.shards += shards
+        if self._bar is not None:
+            self._bar.update(frames)
+
     def start_clock(self) -> None:
         """Work starts now (workers are ready): frames/s and ETA count from here."""
         self.started = self._last_line = time.monotonic()
@@ -93,6 +115,9 @@ class Progress:
 
     def status_line(self) -> str:
         rate = self.rate
+        if self.planning:
+            return (f"{self.frames}/? frames (planning), {self.shards}/? shards, {rate:.1f} frames/s, ETA ?, "
+                    f"{self.errors} errors")
         remaining = max(0, self.total_frames - self.frames)
         eta = f"{remaining / rate:.0f}s" if rate > 0 else "?"
         percent = min(100.0, 100.0 * self.frames / self.total_frames) if self.total_frames else 100.0
@@ -123,7 +148,8 @@ class Progress:
             self.log(final_line)
 
     def _set_postfix(self) -> None:
-        self._bar.set_postfix_str(f"shards {self.shards}/{self.total_shards}, errors {self.errors}", refresh=False)
+        total = "? (planning)" if self.planning else self.total_shards
+        self._bar.set_postfix_str(f"shards {self.shards}/{total}, errors {self.errors}", refresh=False)
 
 
 def _isatty(stream) -> bool:

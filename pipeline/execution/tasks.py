@@ -2,7 +2,7 @@
 
 A planned shard gets MAX_ATTEMPTS attempts, each on a fresh actor (a corrupted CUDA context
 or a zombie stays behind with the old one). If the last attempt fails, the shard is cut in
-two pieces (its images, or a segment's sampled frames), each tried on its own; a piece of one
+two pieces (its images, or halves of a segment's or a paged file's frame range), each tried on its own; a piece of one
 input that still fails becomes that input's error rows, written without running the model.
 Pieces commit under their own ids, naming the planned shard and their place in the bisection
 (`0`, `1`, `01`, ...), so the planned shard counts as done once its pieces tile it.
@@ -39,8 +39,9 @@ def planned_task(shard) -> ShardTask:
 
 
 def units(shard) -> int:
-    """How many inputs (images, or sampled frames of a segment) the shard holds."""
-    return len(shard.frames) if shard.kind == "video" else len(shard.uris)
+    """How many inputs the shard holds: images, or frames of its range (a video segment's
+    sampled frames are known to its worker only; halving the range still isolates one)."""
+    return len(shard.uris) if shard.kind == "images" else shard.end_frame - shard.start_frame
 
 
 def bisect(task: ShardTask, message: str) -> list[ShardTask]:
@@ -53,9 +54,11 @@ def bisect(task: ShardTask, message: str) -> list[ShardTask]:
     pieces = []
     for side, selected in (("0", slice(None, half)), ("1", slice(half, None))):
         piece = task.piece + side
-        if shard.kind == "video":
-            frames = tuple(shard.frames[selected])
-            changed = dict(frames=frames, expected_frames=len(frames))
+        if shard.kind != "images":
+            frames = range(shard.start_frame, shard.end_frame)[selected]
+            # A piece decodes no lookahead: only whole segments are stitched.
+            changed = dict(start_frame=frames.start, end_frame=frames.stop, lookahead=(),
+                           expected_frames=len(frames) if shard.kind == "pages" else 0)
         else:
             uris = tuple(shard.uris[selected])
             changed = dict(uris=uris, expected_frames=len(uris))

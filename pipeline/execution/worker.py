@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from maskray.pipeline.inputs.geometry import restore
-from maskray.pipeline.inputs.shard_frames import iter_shard_frames
+from maskray.pipeline.inputs.shard_frames import iter_shard_frames, video_segment
 from maskray.pipeline.output.schema import FrameError, FrameRef, error_batches, predictions_to_batches
 
 _END = object()
@@ -116,7 +116,8 @@ class ShardWorker:
             pending_rgb.clear()
             pending_geometry.clear()
 
-        items = _failure_rows(shard, failure) if failure else _decode_ahead(shard, self.batch_size, timings)
+        output = self.sink.output
+        items = _failure_rows(shard, failure, output) if failure else _decode_ahead(shard, output, self.batch_size, timings)
         for item in items:
             if isinstance(item, FrameError):
                 writer.add(*error_batches([item], shard.id))
@@ -146,12 +147,19 @@ class ShardWorker:
         )
 
 
-def _failure_rows(shard, message: str) -> Iterator[FrameError]:
+def _failure_rows(shard, message: str, output: Optional[str]) -> Iterator[FrameError]:
     """One error row per input of a shard whose inputs failed the worker every time."""
-    if shard.kind == "video" and shard.frames and shard.index is not None:
-        index = shard.video_index()
-        for frame in shard.frames:
-            yield FrameError(shard.uris[0], int(frame), index.time(frame), message)
+    if shard.kind == "video" and not shard.planning_error:
+        try:
+            index, frames = video_segment(shard, output)
+        except Exception:  # noqa: BLE001 - no index: one row at the segment's start says why
+            index, frames = None, [shard.start_frame]
+        for frame in frames:
+            yield FrameError(shard.uris[0], int(frame), index.time(frame) if index else None, message)
+        return
+    if shard.kind == "pages":
+        for frame in range(shard.start_frame, shard.end_frame):
+            yield FrameError(shard.uris[0], frame, None, message)
         return
     for uri in shard.uris:
         yield FrameError(uri, 0, None, message)
@@ -167,7 +175,7 @@ def _segment_tracking(shard, settings: Optional[dict]):
     return SegmentTracking(shard.id, shard.start_frame, shard.end_frame, TrackerConfig(**settings))
 
 
-def _decode_ahead(shard, batch_size: int, timings: dict) -> Iterator[Union[tuple, FrameError]]:
+def _decode_ahead(shard, output: Optional[str], batch_size: int, timings: dict) -> Iterator[Union[tuple, FrameError]]:
     """Items of `iter_shard_frames(shard)`, decoded by a thread running ahead of the caller.
 
     The queue holds at most `2 * batch_size` frames; if the caller stops early (an exception),
@@ -188,7 +196,7 @@ def _decode_ahead(shard, batch_size: int, timings: dict) -> Iterator[Union[tuple
 
     def produce() -> None:
         try:
-            for item in iter_shard_frames(shard):
+            for item in iter_shard_frames(shard, output):
                 if not put(item):
                     return
         except BaseException as error:  # handed to the consumer, which re-raises it

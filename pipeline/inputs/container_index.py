@@ -14,6 +14,7 @@ Bad videos raise DecodeError exactly as `build_index` does; errors are never cac
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Optional
 
@@ -39,6 +40,7 @@ class IndexReport:
 
     how: str          # "cache" | "mp4" | "mkv" | "demux"
     bytes_read: int   # bytes of the video read by ranged reads (0 for cache; demux not counted)
+    key: Optional[str] = None  # the cache key of this version of the source (None: not cacheable)
 
 
 def cache_key(uri: str, size: int, mtime_ns: Optional[int]) -> Optional[str]:
@@ -59,7 +61,10 @@ def source_version(uri: str) -> tuple[int, Optional[int]]:
 
 
 def index_video(uri: str, output: Optional[str] = None) -> tuple[FrameIndex, IndexReport]:
-    """The frame index of the video at `uri`, using and filling the cache under `output`."""
+    """The frame index of the video at `uri`, using and filling the cache under `output`.
+
+    The report's `key` names the cache entry; a shard carries it so its worker reads the very
+    index it was planned from (`index_of_shard`)."""
     try:
         size, mtime_ns = source_version(uri)
     except OSError as error:
@@ -68,14 +73,55 @@ def index_video(uri: str, output: Optional[str] = None) -> tuple[FrameIndex, Ind
     if key:
         cached = _read_cached(layout.video_index_uri(output, key))
         if cached is not None:
-            return cached, IndexReport("cache", 0)
+            return cached, IndexReport("cache", 0, key)
     index, report = _index_from_source(uri)
+    report = IndexReport(report.how, report.bytes_read, key)
     if key:
         try:
             storage.write_bytes_atomic(layout.video_index_uri(output, key), index.to_bytes())
         except OSError:
             pass  # a cache that cannot be written costs a rebuild next time, nothing more
     return index, report
+
+
+def cached_index(uri: str, output: str) -> Optional[tuple[FrameIndex, str]]:
+    """(index, key) from the cache under `output` only, or None (not cached, or the source's
+    version cannot be told): reads a few KB, never the video."""
+    try:
+        size, mtime_ns = source_version(uri)
+    except (OSError, DecodeError):
+        return None
+    key = cache_key(uri, size, mtime_ns)
+    index = _read_cached(layout.video_index_uri(output, key)) if key else None
+    return (index, key) if index is not None else None
+
+
+# A worker runs the segments of one video one after another: keep its last few indexes.
+_RECENT: "OrderedDict[tuple, FrameIndex]" = OrderedDict()
+_RECENT_SIZE = 4
+
+
+def index_of_shard(uri: str, key: Optional[str], output: Optional[str]) -> FrameIndex:
+    """The index a video shard was planned from: the cache entry `key` under `output`, else
+    built again (and cached). DecodeError when the source changed since it was planned (its
+    frame numbers could differ), as when it cannot be read."""
+    remembered = (uri, key, output)
+    if key is not None and remembered in _RECENT:
+        _RECENT.move_to_end(remembered)
+        return _RECENT[remembered]
+    index = _read_cached(layout.video_index_uri(output, key)) if key and output else None
+    if index is None:
+        try:
+            index, report = storage.retrying(index_video, uri, output)
+        except OSError as error:
+            raise DecodeError(f"cannot read video: {first_line(error)}", transient=storage.is_transient(error)) from None
+        if key is not None and report.key != key:
+            raise DecodeError("the video changed after the job was planned: run the job again with --overwrite")
+    if key is not None:
+        _RECENT[remembered] = index
+        while len(_RECENT) > _RECENT_SIZE:
+            _RECENT.popitem(last=False)
+    return index
 
 
 def read_container_index(uri: str) -> tuple[Optional[FrameIndex], int]:

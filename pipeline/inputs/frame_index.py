@@ -47,6 +47,12 @@ class FrameIndex:
         """Seconds: last frame's time + one frame, as VideoIndex counts it."""
         return float(int(self.pts[-1] - self.pts[0]) * self.time_base) + 1.0 / self.fps
 
+    def times(self) -> np.ndarray:
+        """Each frame's time in seconds from the first (float64, as `VideoIndex.time` gives it)."""
+        from maskray.pipeline.inputs.sampling import frame_times
+
+        return frame_times(self.pts, int(self.pts[0]), self.time_base)
+
     def same_frames(self, other: "FrameIndex") -> bool:
         """True when both name the same frames with the same times and keyframes."""
         return (self.time_base == other.time_base and np.array_equal(self.pts, other.pts)

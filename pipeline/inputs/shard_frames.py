@@ -6,11 +6,15 @@ than the file), and frames decoded before a video breaks are kept. Each sampled 
 exactly one row: decoded, or an error. Every decoded frame passes the size guards
 (`geometry.fit`): `rgb` is what the model sees, the FrameRef keeps the frame's own size,
 and `geometry.restore` maps the model's results back to it.
+
+A video shard names its frame range and the key of its video's index in `OUT/_index/`: the
+index is read here (`video_segment`), and the sampled frames and the segment's window of pts
+are computed from it, exactly as the planner computed them.
 """
 
 from __future__ import annotations
 
-from typing import Iterator, Union
+from typing import Iterator, Optional, Union
 
 import numpy as np
 
@@ -18,14 +22,17 @@ from maskray.pipeline import storage
 from maskray.pipeline.inputs.errors import TRANSIENT_PREFIX, error_text
 from maskray.pipeline.inputs.geometry import FrameGeometry, fit
 from maskray.pipeline.inputs import images
-from maskray.pipeline.inputs.video import decode_segment
+from maskray.pipeline.inputs.container_index import index_of_shard
+from maskray.pipeline.inputs.sampling import sampled_positions
+from maskray.pipeline.inputs.video import VideoIndex, decode_segment
 from maskray.pipeline.output.schema import FrameError, FrameRef
 
 Item = Union[tuple[FrameRef, np.ndarray, FrameGeometry], FrameError]
 
 
-def iter_shard_frames(shard) -> Iterator[Item]:
-    """Decode `shard` (a `pipeline.inputs.shards.Shard`) lazily, one frame at a time."""
+def iter_shard_frames(shard, output: Optional[str] = None) -> Iterator[Item]:
+    """Decode `shard` (a `pipeline.inputs.shards.Shard`) lazily, one frame at a time; a video
+    shard's index is read from the cache under `output` (OUT)."""
     if shard.planning_error:
         transient = shard.planning_error.startswith(TRANSIENT_PREFIX)
         for uri in shard.uris:
@@ -34,9 +41,20 @@ def iter_shard_frames(shard) -> Iterator[Item]:
         for uri in shard.uris:
             yield from _decode_image(uri, (0,))
     elif shard.kind == "pages":
-        yield from _decode_image(shard.uris[0], shard.frames)
+        yield from _decode_image(shard.uris[0], range(shard.start_frame, shard.end_frame))
     else:
-        yield from _decode_video(shard)
+        yield from _decode_video(shard, output)
+
+
+def video_segment(shard, output: Optional[str]) -> tuple[VideoIndex, list[int]]:
+    """The window of the video's index that `shard` decodes (its lookahead included) and its
+    sampled frames, in order. DecodeError when the index cannot be had."""
+    index = index_of_shard(shard.uris[0], shard.index_key, output)
+    sampled = sampled_positions(index.times(), 0, index.keyframes, shard.sampling)
+    first, last = np.searchsorted(sampled, [shard.start_frame, shard.end_frame])
+    ahead = tuple(getattr(shard, "lookahead", ()))
+    end = ahead[-1] + 1 if ahead else shard.end_frame
+    return index.window(shard.start_frame, end), [int(f) for f in sampled[first:last]]
 
 
 def _decode_image(uri: str, wanted) -> Iterator[Item]:
@@ -60,10 +78,13 @@ def _decode_image(uri: str, wanted) -> Iterator[Item]:
             yield FrameError(uri, frame, None, f"image has {len(done)} frames, not {wanted[-1] + 1}")
 
 
-def _decode_video(shard) -> Iterator[Item]:
+def _decode_video(shard, output: Optional[str]) -> Iterator[Item]:
     uri = shard.uris[0]
-    index = shard.video_index()
-    wanted = sorted(shard.frames)
+    try:
+        index, wanted = video_segment(shard, output)
+    except Exception as error:  # the index cannot be had: one row tells the user why
+        yield from _errors(uri, [shard.start_frame], lambda f: None, error)
+        return
     ahead = tuple(getattr(shard, "lookahead", ()))  # tracked, never written: no error rows
     end = ahead[-1] + 1 if ahead else shard.end_frame
     done: set[int] = set()

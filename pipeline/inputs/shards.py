@@ -1,26 +1,37 @@
 """Shards: the unit of scheduling, retry and commit (a group of images, or a video segment).
 
+A shard is a small description, never a list of frames or pts: a video segment names its
+frame range `[start_frame, end_frame)`, the job's sampling and the key of the video's index
+cached in `OUT/_index/`, and the worker reads that index to find the segment's frames and
+pts (`shard_frames.py`). So a job of any length plans into descriptions of a few hundred
+bytes each.
+
 Planning never fails on a bad input: a file that is empty, unrecognised, unnamed (not
 UTF-8), or a video whose index cannot be built (also after retries of a store that did not
 answer: the message then starts "transient: ") becomes a shard of its own with
 `planning_error` set; the worker writes one error row (frame 0) for each of its URIs.
 
-An image file holding several frames (animated GIF, multi-page TIFF: counted here, by
-extension, reading headers) is a shard of its own, kind "pages", frames 0..n-1.
+What needs no reading is planned at once (`split_listing`: image groups, error shards);
+what needs a file's headers is planned where the file is read, as cluster work
+(`plan_video`, `count_pages`; `plan_stream.py` runs them). An image file of a format that
+may hold several frames (GIF, TIFF) is counted first: several frames make a shard of kind
+"pages" (frames 0..n-1); single ones are grouped like other images, in groups of their own.
 
 Shard ids are stable and filesystem-safe, so a re-run of the same job finds the shards it
-already committed: `img-<sha1 of the group's URIs, 10 hex>-<group number>` and
-`vid-<sha1 of the URI, 10 hex>-f<start frame>-<end frame>` (frame numbers in the id, so a
-different cut of the same video never reuses an id), `img-<sha1 of the URI>-pages`.
+already committed: `img-<sha1 of the group's URIs, 10 hex>-<group number>` (`-t<number>`
+for groups of single-frame GIF/TIFF files), `vid-<sha1 of the URI, 10 hex>-f<start
+frame>-<end frame>` (frame numbers in the id, so a different cut of the same video never
+reuses an id), `img-<sha1 of the URI>-pages`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import posixpath
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from typing import Callable, Optional, Union
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import numpy as np
 
 from maskray.models.errors import first_line
 from maskray.pipeline import storage
@@ -28,34 +39,30 @@ from maskray.pipeline.inputs.container_index import index_video
 from maskray.pipeline.inputs.errors import DecodeError, error_text
 from maskray.pipeline.inputs.frame_index import FrameIndex
 from maskray.pipeline.inputs.images import count_frames
-from maskray.pipeline.inputs.sampling import Sampling, plan_segments, sampled_frames
 from maskray.pipeline.inputs.listing import MediaFile
-from maskray.pipeline.inputs.video import VideoIndex
+from maskray.pipeline.inputs.sampling import Sampling, sampled_positions, segment_bounds
 
 SHARDS_PER_WORKER = 4  # enough pieces that a slow shard does not leave other workers idle
 MIN_SEGMENT_SECONDS = 2.0  # below this, per-shard overhead (seek, parquet parts) dominates
 # Whatever the job size, a shard holds at most about this much video: a worker buffers a
 # shard's rows until its commit, so this bounds its memory and the work a retry repeats.
 MAX_SEGMENT_SECONDS = 60.0
-INDEX_THREADS = 8
 PAGED_EXTENSIONS = frozenset({".gif", ".tif", ".tiff"})  # formats often holding several frames
-
-# Index the given videos, in order: each a FrameIndex or the message saying why it has none.
-VideoIndexer = Callable[[list[MediaFile]], list[Union[FrameIndex, str]]]
 
 
 @dataclass(frozen=True)
 class Shard:
     """One unit of work.
 
-    kind "images": `uris` are images, one frame each (frame 0, time None); `frames` is empty.
-    kind "pages": `uris` is one image file of several frames; `frames` are 0..n-1.
-    kind "video": `uris` is one video; frames `[start_frame, end_frame)` form its segment,
-    `frames` are the sampled frame numbers to process, `index` the window of the video
-    index the segment needs (`video_index()`). `expected_frames` is the number of `frames`
-    rows the worker will write. `planning_error`, when set, is the message of the error
-    row(s) to write instead of decoding. `lookahead`: the next segment's first sampled frames,
-    decoded and tracked (to stitch tracks across the cut) but not written.
+    kind "images": `uris` are images, one frame each (frame 0, time None).
+    kind "pages": `uris` is one image file of several frames; frames `[start_frame, end_frame)`.
+    kind "video": `uris` is one video; the segment is frames `[start_frame, end_frame)`, of
+    which those `sampling` keeps are processed; `index_key` names the video's index in
+    `OUT/_index/` (None: the source's version cannot be told, the worker indexes it again).
+    `expected_frames` is the number of `frames` rows the worker will write.
+    `planning_error`, when set, is the message of the error row(s) to write instead of
+    decoding. `lookahead`: the next segment's first sampled frames (a few), decoded and
+    tracked (to stitch tracks across the cut) but not written.
     """
 
     id: str
@@ -63,100 +70,131 @@ class Shard:
     uris: tuple[str, ...]
     start_frame: int = 0
     end_frame: int = 0
-    frames: tuple[int, ...] = ()
     expected_frames: int = 0
     planning_error: Optional[str] = None
-    index: Optional[dict] = field(default=None, hash=False)  # a dict: kept out of hash()
+    index_key: Optional[str] = None
+    sampling: Sampling = Sampling()
     lookahead: tuple[int, ...] = ()
-
-    def video_index(self) -> VideoIndex:
-        return VideoIndex.from_dict(self.index)
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        data["uris"], data["frames"] = list(self.uris), list(self.frames)
-        data["lookahead"] = list(self.lookahead)
+        data["uris"], data["lookahead"] = list(self.uris), list(self.lookahead)
+        data["sampling"] = self.sampling.to_dict()
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "Shard":
         values = dict(data)
-        values["uris"], values["frames"] = tuple(values["uris"]), tuple(values.get("frames", ()))
-        values["lookahead"] = tuple(values.get("lookahead", ()))
+        values["uris"], values["lookahead"] = tuple(values["uris"]), tuple(values.get("lookahead", ()))
+        values["sampling"] = Sampling.from_dict(values.get("sampling") or {})
         return cls(**values)
 
 
-def plan_shards(media: list[MediaFile], sampling: Sampling, segment_seconds: Optional[float],
-                workers: int, images_per_shard: int = 64, lookahead: int = 0,
-                index_videos: Optional[VideoIndexer] = None) -> list[Shard]:
-    """Cut the listed media into shards: image groups, bad inputs, then video segments; stable order.
+@dataclass(frozen=True)
+class PlanSettings:
+    """What cutting needs besides the file itself; small, so each planning task carries it.
 
-    Without `segment_seconds`, videos are cut so the whole job gives about
-    SHARDS_PER_WORKER shards per worker (never segments under MIN_SEGMENT_SECONDS, and
-    never shorter than a keyframe interval since cuts fall on keyframes only). Either way
-    a segment is at most MAX_SEGMENT_SECONDS long (longer ones are cut at keyframes). Each
-    video segment but the last also gets the next one's first `lookahead` sampled frames.
-
-    `index_videos` builds the videos' indexes (the driver passes one that runs them as
-    cluster tasks); by default threads here read each container's own index, or demux.
+    `video_bytes`: the listed videos' total size. Without `segment_seconds` a video is cut
+    into its share (by bytes) of SHARDS_PER_WORKER shards per worker, so each video's cut is
+    known from the listing and its own index alone: it can be planned, and run, before the
+    other videos are indexed, and a resume cuts it the same way.
     """
-    error_shards: list[Shard] = []
+
+    sampling: Sampling = Sampling()
+    segment_seconds: Optional[float] = None
+    workers: int = 1
+    video_bytes: int = 0
+    lookahead: int = 0
+    images_per_shard: int = 64
+    output: Optional[str] = None  # where indexes are cached (OUT); None: not cached
+
+    def seconds_for(self, duration: float, size: int) -> float:
+        seconds = self.segment_seconds
+        if seconds is None:
+            share = size / self.video_bytes if self.video_bytes > 0 and size > 0 else 1.0
+            job_seconds = duration / min(1.0, share)  # the job's video time, if all are alike
+            seconds = max(MIN_SEGMENT_SECONDS, job_seconds / (SHARDS_PER_WORKER * max(1, self.workers)))
+        return min(seconds, MAX_SEGMENT_SECONDS)
+
+
+@dataclass
+class Listing:
+    """The listing sorted for planning: `ready` shards need no reading; `videos` and `paged`
+    files are planned by reading their headers."""
+
+    ready: list[Shard]
+    videos: list[MediaFile]
+    paged: list[MediaFile]
+
+
+def split_listing(media: list[MediaFile], images_per_shard: int = 64) -> Listing:
+    ready_errors: list[Shard] = []
     images: list[str] = []
-    video_files: list[MediaFile] = []
+    videos: list[MediaFile] = []
+    paged: list[MediaFile] = []
     for item in media:
         problem = _cheap_problem(item)
         if problem:
-            error_shards.append(_error_shard(item, problem))
-        elif item.kind == "image":
+            ready_errors.append(error_shard(item, problem))
+        elif item.kind == "video":
+            videos.append(item)
+        elif posixpath.splitext(item.uri)[1].lower() in PAGED_EXTENSIONS:
+            paged.append(item)
+        else:
             images.append(item.uri)
-        else:
-            video_files.append(item)
-    videos: list[tuple[str, VideoIndex]] = []
-    indexes = (index_videos or _index_in_threads)(video_files)
-    for item, index_or_error in zip(video_files, indexes):
-        if isinstance(index_or_error, FrameIndex):
-            videos.append((item.uri, index_or_error.to_video_index()))
-        else:
-            error_shards.append(_error_shard(item, index_or_error))
-    paged = [uri for uri in images if posixpath.splitext(uri)[1].lower() in PAGED_EXTENSIONS]
-    pages = {uri: count for uri, count in zip(paged, _in_threads(_page_count, paged)) if count > 1}
-    single = [uri for uri in images if uri not in pages]
-    shards = _image_shards(single, max(1, images_per_shard)) + error_shards
-    shards.extend(_pages_shard(uri, count) for uri, count in pages.items())
-    if segment_seconds is None:
-        segment_seconds = _default_segment_seconds([index for _, index in videos], workers)
-    segment_seconds = min(segment_seconds, MAX_SEGMENT_SECONDS)
-    for uri, index in videos:
-        shards.extend(_video_shards(uri, index, sampling, segment_seconds, lookahead))
+    return Listing(image_shards(images, images_per_shard) + ready_errors, videos, paged)
+
+
+def video_bytes(media: list[MediaFile]) -> int:
+    return sum(item.size for item in media if item.kind == "video" and not _cheap_problem(item))
+
+
+def plan_video(item: MediaFile, settings: PlanSettings) -> list[Shard]:
+    """The shards of one video (runs where the video is read: a planning task): its index
+    (cached under `settings.output`), cut into segments; one error shard if it has none."""
+    try:
+        index, report = storage.retrying(index_video, item.uri, settings.output)
+    except DecodeError as error:
+        return [error_shard(item, error_text(str(error), error.transient))]
+    except OSError as error:  # the store failed mid-read (PyAV re-raises the stream's error)
+        message = error_text(f"cannot read video: {first_line(error)}", storage.is_transient(error))
+        return [error_shard(item, message)]
+    return cut_video(item.uri, index, report.key, settings, item.size)
+
+
+def cut_video(uri: str, index: FrameIndex, key: Optional[str], settings: PlanSettings, size: int = 0) -> list[Shard]:
+    """Segments of a video (only those holding a sampled frame), each but the last with the
+    next one's first `settings.lookahead` sampled frames."""
+    times = index.times()
+    sampled = sampled_positions(times, 0, index.keyframes, settings.sampling)
+    seconds = settings.seconds_for(index.duration, size)
+    shards = []
+    for start, end in segment_bounds(times, 0, index.keyframes, index.duration, seconds):
+        first, last = np.searchsorted(sampled, [start, end])
+        if first == last:
+            continue  # nothing sampled here (sparse --fps): no work, no shard
+        ahead = tuple(int(f) for f in sampled[last:last + settings.lookahead])
+        shards.append(Shard(id=f"vid-{_digest(uri)}-f{start:06d}-{end:06d}", kind="video", uris=(uri,),
+                            start_frame=start, end_frame=end, expected_frames=int(last - first),
+                            index_key=key, sampling=settings.sampling, lookahead=ahead))
     return shards
 
 
-def _in_threads(function, items: list) -> list:
-    """`[function(item) ...]` on a few threads: planning reads are mostly IO waits."""
-    if len(items) <= 1:
-        return [function(item) for item in items]
-    with ThreadPoolExecutor(max_workers=min(INDEX_THREADS, len(items))) as pool:
-        return list(pool.map(function, items))
+def count_pages(uris: list[str]) -> list[int]:
+    """Frames in each image file; 1 when it cannot be read here (the worker then reads it and
+    records what is wrong)."""
+    return [_page_count(uri) for uri in uris]
 
 
-def index_or_error(uri: str, output: Optional[str] = None) -> Union[FrameIndex, str]:
-    """The video's index (cached under `output` when given), or the message saying why it
-    has none (transient failures retried)."""
-    try:
-        return storage.retrying(index_video, uri, output)[0]
-    except DecodeError as error:
-        return error_text(str(error), error.transient)
-    except OSError as error:  # the store failed mid-read (PyAV re-raises the stream's error)
-        return error_text(f"cannot read video: {first_line(error)}", storage.is_transient(error))
-
-
-def _index_in_threads(videos: list[MediaFile]) -> list:
-    return _in_threads(index_or_error, [item.uri for item in videos])
+def paged_shards(counts: dict[str, int], per_shard: int = 64) -> list[Shard]:
+    """Shards of the counted GIF/TIFF files: one per file of several frames, single-frame
+    files grouped (in URI order, so the groups and their ids are stable)."""
+    shards = [pages_shard(uri, count) for uri, count in sorted(counts.items()) if count > 1]
+    single = sorted(uri for uri, count in counts.items() if count <= 1)
+    return image_shards(single, per_shard, tag="t") + shards
 
 
 def _page_count(uri: str) -> int:
-    """Frames in an image file; 1 when it cannot be read here (the worker then reads it and
-    records what is wrong)."""
     try:
         with storage.open_input(uri) as stream:
             return count_frames(stream)
@@ -164,9 +202,9 @@ def _page_count(uri: str) -> int:
         return 1
 
 
-def _pages_shard(uri: str, count: int) -> Shard:
+def pages_shard(uri: str, count: int) -> Shard:
     return Shard(id=f"img-{_digest(uri)}-pages", kind="pages", uris=(uri,), start_frame=0, end_frame=count,
-                 frames=tuple(range(count)), expected_frames=count)
+                 expected_frames=count)
 
 
 def _cheap_problem(item: MediaFile) -> Optional[str]:
@@ -179,42 +217,21 @@ def _cheap_problem(item: MediaFile) -> Optional[str]:
     return None
 
 
-def _error_shard(item: MediaFile, message: str) -> Shard:
+def error_shard(item: MediaFile, message: str) -> Shard:
     kind = "video" if item.kind == "video" else "images"
     prefix = "vid" if kind == "video" else "img"
     return Shard(id=f"{prefix}-{_digest(item.uri)}-error", kind=kind, uris=(item.uri,),
                  end_frame=1, expected_frames=1, planning_error=message)
 
 
-def _image_shards(uris: list[str], per_shard: int) -> list[Shard]:
+def image_shards(uris: list[str], per_shard: int = 64, tag: str = "") -> list[Shard]:
+    per_shard = max(1, per_shard)
     shards = []
     for number, first in enumerate(range(0, len(uris), per_shard)):
         group = tuple(uris[first:first + per_shard])
-        shards.append(Shard(id=f"img-{_digest(*group)}-{number:05d}", kind="images", uris=group,
+        shards.append(Shard(id=f"img-{_digest(*group)}-{tag}{number:05d}", kind="images", uris=group,
                             start_frame=0, end_frame=1, expected_frames=len(group)))
     return shards
-
-
-def _video_shards(uri: str, index: VideoIndex, sampling: Sampling, segment_seconds: float,
-                  lookahead: int = 0) -> list[Shard]:
-    sampled = sampled_frames(index, sampling)
-    shards = []
-    for start, end in plan_segments(index, segment_seconds):
-        frames = tuple(f for f in sampled if start <= f < end)
-        if not frames:
-            continue  # nothing sampled here (sparse --fps): no work, no shard
-        ahead = tuple(f for f in sampled if f >= end)[:lookahead]
-        # The lookahead is decoded straight on from the segment's end: no second seek.
-        window_end = ahead[-1] + 1 if ahead else end
-        shards.append(Shard(id=f"vid-{_digest(uri)}-f{start:06d}-{end:06d}", kind="video", uris=(uri,),
-                            start_frame=start, end_frame=end, frames=frames, expected_frames=len(frames),
-                            index=index.window(start, window_end).to_dict(), lookahead=ahead))
-    return shards
-
-
-def _default_segment_seconds(indexes: list[VideoIndex], workers: int) -> float:
-    total = sum(index.duration for index in indexes)
-    return max(MIN_SEGMENT_SECONDS, total / (SHARDS_PER_WORKER * max(1, workers)))
 
 
 def _digest(*uris: str) -> str:
