@@ -9,11 +9,11 @@ import av
 import pytest
 
 from maskray.jobs.local import run_job
-from maskray.pipeline.execution.indexing import index_on_cluster
-from maskray.pipeline.inputs.frame_index import FrameIndex
+from maskray.pipeline.execution.indexing import ClusterRunner
 from maskray.pipeline.inputs.listing import MediaFile
+from maskray.pipeline.inputs.plan_stream import ShardStream, plan_settings, plan_shards
 from maskray.pipeline.inputs.sampling import Sampling
-from maskray.pipeline.inputs.shards import MAX_SEGMENT_SECONDS, plan_shards
+from maskray.pipeline.inputs.shards import MAX_SEGMENT_SECONDS
 from maskray.pipeline.inputs.video import build_index
 from maskray.pipeline.output import layout
 from submit_helpers import commits, frame_keys, local_ray, read_table, small_spec
@@ -55,8 +55,9 @@ def test_segments_are_capped_whatever_the_job_size(long_video):
         lengths = [index.time(s.end_frame - 1) - index.time(s.start_frame) for s in shards]
         assert len(shards) >= 300 / (MAX_SEGMENT_SECONDS + gap)
         assert max(lengths) < MAX_SEGMENT_SECONDS + gap
-        planned = sorted(f for s in shards for f in s.frames)
-        assert planned == list(range(0, 7500, 10))  # every sampled frame in exactly one shard
+        ranges = sorted((s.start_frame, s.end_frame) for s in shards)  # they tile the video
+        assert ranges[0][0] == 0 and ranges[-1][1] == 7500 and all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+        assert sum(s.expected_frames for s in shards) == 750  # every 10th frame, each in one shard
 
 
 @pytest.fixture(scope="module")
@@ -67,25 +68,34 @@ def ray_session():
 
 def test_indexing_runs_on_the_cluster_and_the_driver_reads_no_video(ray_session, bikes, long_video, tmp_path):
     """The driver process's own reads (rchar) stay far below the videos' bytes, the MPEG-TS
-    one (demuxed: no container index) included; each index lands in OUT's cache."""
+    one (demuxed: no container index) included; each index lands in OUT's cache, and the
+    shards planned on the cluster are those planned here."""
     ts_video = _remux(long_video, tmp_path / "long.ts", "mpegts")
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00\x00\x00\x18ftypisom" + b"\x00" * 5000)
     paths = [bikes, long_video, ts_video, str(broken)]
     media = [MediaFile(path, "video", os.path.getsize(path)) for path in paths]
     output = str(tmp_path / "out")
-    index_on_cluster(media[:1], None)  # first use imports modules (their files count as reads): not per video
+    _plan_on_cluster(media[:1], None)  # first use imports modules (their files count as reads): not per video
     before = _driver_bytes_read()
-    results = index_on_cluster(media, output)
+    shards = _plan_on_cluster(media, output)
     read = _driver_bytes_read() - before
     video_bytes = sum(item.size for item in media)
     assert read < 0.05 * video_bytes, f"the driver read {read} bytes for {video_bytes} bytes of video"
-    assert isinstance(results[3], str) and "\n" not in results[3]  # a bad video: its message
-    for path, index in zip(paths[:3], results[:3]):
-        assert isinstance(index, FrameIndex) and index.to_video_index() == build_index(path)
+    errors = [s for s in shards if s.planning_error]
+    assert [s.uris for s in errors] == [(str(broken),)] and "\n" not in errors[0].planning_error
     assert len(os.listdir(os.path.join(output, layout.INDEXES))) == 3
-    again = index_on_cluster(media[:3], output)
-    assert all(a.same_frames(b) for a, b in zip(again, results[:3]))
+    here = plan_shards(media, Sampling(every=10), None, workers=2, output=str(tmp_path / "here"))
+    assert sorted(s.to_dict()["id"] for s in shards) == sorted(s.id for s in here)
+    assert {s.index_key for s in shards if not s.planning_error} == {s.index_key for s in here if not s.planning_error}
+
+
+def _plan_on_cluster(media: list, output) -> list:
+    settings = plan_settings(media, Sampling(every=10), None, workers=2, output=output)
+    stream, shards = ShardStream(media, settings, ClusterRunner()), []
+    while not stream.done:
+        shards += stream.poll(timeout=1.0)
+    return shards
 
 
 def _driver_bytes_read() -> int:

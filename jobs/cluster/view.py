@@ -93,8 +93,10 @@ def output_progress(output: str) -> str:
         return first_line(error)
     except (OSError, ValueError) as error:
         return f"output not readable from here ({first_line(error)})"
-    if status.shards_total is None or status.frames_total is None:
-        return "planning"
+    if status.shards_total is None or status.frames_total is None:  # shards run while planning goes on
+        if not status.shards_done:
+            return "planning"
+        return f"planning; {status.shards_done}/? shards, {status.frames_done}/? frames, {status.errors} errors"
     total = status.frames_total
     percent = 100.0 * status.frames_done / total if total else 100.0
     text = (f"{status.shards_done}/{status.shards_total} shards, {status.frames_done}/{total} frames"

@@ -26,6 +26,7 @@ class PlanFeed:
         self.committed, self.progress, self.started = committed, progress, started
         self.planned: list = []  # every shard planned so far: small descriptions only
         self.complete = False
+        self.resumed = 0  # planned shards an earlier run committed
         self._earlier: dict[str, list] = defaultdict(list)  # planned id -> an earlier run's commits
         for record in committed.values():
             self._earlier[record.planned].append(record)
@@ -51,6 +52,7 @@ class PlanFeed:
             return False
         if shard_id in covered_shards(records) and not any(r.transient_errors for r in records):
             self.progress.resumed(sum(int(r.frames) for r in records))
+            self.resumed += 1
             return True
         self._withdraw(records)
         return False
@@ -66,6 +68,8 @@ class PlanFeed:
         self.progress.set_totals(frames, len(self.planned))
         self.progress.log(f"planned {len(self.planned)} shards ({frames} frames) in"
                           f" {time.time() - self.started:.1f}s")
+        if self.resumed:
+            self.progress.log(f"resuming: {self.resumed}/{len(self.planned)} shards already committed")
 
     def _withdraw(self, records: list) -> None:
         for record in records:
