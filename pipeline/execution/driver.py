@@ -1,5 +1,9 @@
 """The driver: plans shards, keeps a pool of worker actors busy, records commits.
 
+Planning streams into the run (`plan_feed.py`): image groups go to the workers at once,
+each video's segments as soon as its indexing task on the cluster returns, so the first
+shards commit before planning ends; `_job.json` gets its totals when the plan is complete.
+
 It runs where `maskray submit` runs, with Ray already initialised by the caller (or started
 through `connect`). It holds only shard descriptions and small commit records, never frames or
 instances, so its memory does not grow with the job; it never imports torch. The output's
@@ -29,7 +33,7 @@ from maskray.pipeline.execution.worker_pool import (
     WorkerPool, error_line, is_ray_error, original_error, placement_text, pool_size,
 )
 from maskray.pipeline.inputs.listing import list_media
-from maskray.pipeline.execution.plan_feed import CompletePlan, PlanFeed
+from maskray.pipeline.execution.plan_feed import CompletePlan, PlanFeed, committed_in_plan
 from maskray.pipeline.inputs.plan_stream import ShardStream, plan_from_cache, plan_settings
 from maskray.pipeline.inputs.shards import PlanSettings
 from maskray.pipeline.inputs.sampling import Sampling
@@ -89,7 +93,7 @@ def _run(spec, sink: OutputSink, media, manifest, heartbeat: Heartbeat, connect,
         # when every shard is committed.
         plan = plan_from_cache(media, _settings(spec, media, manifest))
         if plan is not None:
-            committed = _committed_in_plan(sink, {s.id for s in plan})
+            committed = committed_in_plan(sink, {s.id for s in plan})
     if plan is None or len(covered_shards(committed.values())) < len(plan):
         heartbeat.phase = "starting workers"
         connect()
@@ -263,23 +267,6 @@ def _settings(spec, media, manifest: dict) -> PlanSettings:
     lookahead = HEAD_FRAMES if getattr(spec, "track", False) else 0
     return plan_settings(media, sampling, spec.segment_seconds, int(manifest["plan_workers"]),
                          lookahead=lookahead, output=spec.output)
-
-
-def _committed_in_plan(sink: OutputSink, planned: set) -> dict:
-    """This job's commit records that cover planned shards.
-
-    Withdrawn with their parts (so their frames are redone, never counted twice): commits
-    outside the plan (the sources changed, so image groups moved), pieces that do not tile
-    their shard (a bisection cut short), and shards with transient errors (retried now).
-    """
-    committed = sink.committed()
-    covered = covered_shards(committed.values())
-    transient = {r.planned for r in committed.values() if r.transient_errors}
-    for record in list(committed.values()):
-        if record.planned not in planned or record.planned not in covered or record.planned in transient:
-            sink.withdraw(record)
-            del committed[record.shard]
-    return committed
 
 
 def _manifest(spec, previous: Optional[dict], maskray_version: str) -> dict:

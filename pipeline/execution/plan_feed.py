@@ -16,6 +16,7 @@ from collections import defaultdict
 
 from maskray.pipeline.execution.tasks import ShardTask, planned_task
 from maskray.pipeline.output.layout import covered_shards
+from maskray.pipeline.output.sink import OutputSink
 
 
 class PlanFeed:
@@ -75,6 +76,23 @@ class PlanFeed:
         for record in records:
             self.sink.withdraw(record)
             self.committed.pop(record.shard, None)
+
+
+def committed_in_plan(sink: OutputSink, planned: set) -> dict:
+    """This job's commit records that cover the shards of a complete plan.
+
+    Withdrawn with their parts (so their frames are redone, never counted twice): commits
+    outside the plan (the sources changed, so image groups moved), pieces that do not tile
+    their shard (a bisection cut short), and shards with transient errors (retried now).
+    """
+    committed = sink.committed()
+    covered = covered_shards(committed.values())
+    transient = {r.planned for r in committed.values() if r.transient_errors}
+    for record in list(committed.values()):
+        if record.planned not in planned or record.planned not in covered or record.planned in transient:
+            sink.withdraw(record)
+            del committed[record.shard]
+    return committed
 
 
 class CompletePlan:

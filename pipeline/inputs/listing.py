@@ -48,7 +48,7 @@ def list_media(sources: list[str], output: Optional[str] = None) -> list[MediaFi
     """
     if not sources:
         raise UsageError("no source given: name at least one file, directory or s3:// prefix")
-    found: dict[str, MediaFile] = {}
+    found: list[MediaFile] = []  # held once: sorted and deduplicated in place at the end
     output_root = _folder_uri(output) if output else None
     for source in sources:
         try:
@@ -60,8 +60,7 @@ def list_media(sources: list[str], output: Optional[str] = None) -> list[MediaFi
         named_file = len(files) == 1 and _same_file(files[0][0], source)
         if named_file:
             uri, size = files[0]
-            item = _unnamed(uri, size) or MediaFile(uri, _kind(uri, size) or "unknown", size)
-            found.setdefault(item.uri, item)
+            found.append(_unnamed(uri, size) or MediaFile(uri, _kind(uri, size) or "unknown", size))
             continue
         root = storage.resolve(source)[1].rstrip("/")
         skipped = _output_below(output_root, source)
@@ -73,10 +72,13 @@ def list_media(sources: list[str], output: Optional[str] = None) -> list[MediaFi
             kind = None if unnamed else _kind(uri, size)
             item = unnamed or (MediaFile(uri, kind, size) if kind else None)
             if item is not None:
-                found.setdefault(item.uri, item)
+                found.append(item)
+        del files
     if not found:
         raise UsageError(f"no images or videos found in: {', '.join(sources)}")
-    return [found[uri] for uri in sorted(found)]
+    found.sort(key=lambda item: item.uri)  # stable: the first listing of a file named twice wins
+    found[:] = [item for number, item in enumerate(found) if number == 0 or item.uri != found[number - 1].uri]
+    return found
 
 
 def kind_from_bytes(head: bytes) -> str | None:
