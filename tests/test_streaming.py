@@ -55,13 +55,15 @@ def repeat_as_ts(source: str, target, times: int) -> str:
     with av.open(source) as inp, av.open(str(target), "w", format="mpegts") as out:
         stream = inp.streams.video[0]
         packets = [p for p in inp.demux(stream) if p.size and p.pts is not None]
-        step = min(b.pts - a.pts for a, b in zip(packets, packets[1:]) if b.pts > a.pts)
-        span = max(p.pts for p in packets) + step - min(p.pts for p in packets)
+        stamps = [(p.pts, p.dts) for p in packets]
+        step = min(b - a for (a, _), (b, _) in zip(stamps, stamps[1:]) if b > a)
+        span = max(pts for pts, _ in stamps) + step - min(pts for pts, _ in stamps)
         template = out.add_stream_from_template(stream)
-        template.time_base = stream.time_base
         for copy in range(times):
-            for packet in packets:
-                packet.pts, packet.dts = packet.pts + (span if copy else 0), packet.dts + (span if copy else 0)
+            for packet, (pts, dts) in zip(packets, stamps):
+                # Muxing rescales a packet's stamps to the output's time base: set them afresh.
+                packet.time_base = stream.time_base
+                packet.pts, packet.dts = pts + copy * span, dts + copy * span
                 packet.stream = template
                 out.mux(packet)
     return str(target)

@@ -188,9 +188,10 @@ def _dispatch(pool: WorkerPool, feed: PlanFeed, pending: list[ShardTask], commit
                 running[ref] = (task, actor)
             if running:
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0 if feed.done else 0.25)
-            elif feed.done:  # waiting for replacements to start, or for a verdict on lost actors
+            else:  # waiting for replacements to start, for a verdict on lost actors, or for the plan
                 ready = []
-                time.sleep(0.5)
+                if feed.done or queue or lost:  # (otherwise `feed.take` has just waited)
+                    time.sleep(0.5)
             for ref in ready:
                 task, actor = running.pop(ref)
                 try:
