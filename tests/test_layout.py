@@ -184,7 +184,7 @@ def test_a_driver_killed_before_its_first_heartbeat_is_not_running_forever(tmp_p
 
 
 def test_a_resume_redoes_shards_with_transient_errors_and_unfinished_bisections(tmp_path):
-    from maskray.pipeline.execution.driver import _committed_in_plan
+    from maskray.pipeline.execution.plan_feed import committed_in_plan
 
     output = str(tmp_path / "out")
     sink.write_job(output, {"job_id": "j"})
@@ -198,9 +198,48 @@ def test_a_resume_redoes_shards_with_transient_errors_and_unfinished_bisections(
     kept = commit("whole")
     flaky = commit("flaky", transient=1)
     half = commit("cut~0", planned="cut", piece="0")  # its other half never committed
-    left = _committed_in_plan(writer_sink, {"whole", "flaky", "cut"})
+    left = committed_in_plan(writer_sink, {"whole", "flaky", "cut"})
     assert list(left) == ["whole"]
     assert sorted(sink.read_commits(output)) == ["whole"]
     for gone in (flaky, half):  # withdrawn with their parts
         assert not any((tmp_path / "out" / path).exists() for path in gone.paths().values())
     assert all((tmp_path / "out" / path).exists() for path in kept.paths().values())
+
+
+def test_a_streamed_plan_skips_committed_shards_and_withdraws_others_only_once_complete(tmp_path):
+    """As shards are planned: a committed one is skipped, a transient one redone; a commit
+    outside the plan stays until the plan is complete (it may yet be planned), then goes."""
+    import io
+
+    from maskray.pipeline.execution.plan_feed import PlanFeed
+    from maskray.pipeline.execution.progress import Progress
+    from maskray.pipeline.inputs.shards import Shard
+
+    output = str(tmp_path / "out")
+    sink.write_job(output, {"job_id": "j"})
+    writer_sink = sink.OutputSink(output, "j")
+    for shard, transient in (("whole", 0), ("flaky", 1), ("moved", 0)):
+        writer_sink.shard_writer(shard, 1, {}).commit(frames=2, errors=transient, instances=0,
+                                                      transient_errors=transient)
+
+    class TwoSteps:  # planning that ends on its second poll
+        def __init__(self):
+            self.steps = [["whole", "flaky"], ["new"]]
+
+        @property
+        def done(self):
+            return not self.steps
+
+        def poll(self, timeout=0.0):
+            return [Shard(id=i, kind="images", uris=(i,), end_frame=1, expected_frames=2) for i in self.steps.pop(0)]
+
+    manifest, log = {"job_id": "j"}, io.StringIO()
+    committed = writer_sink.committed()
+    feed = PlanFeed(TwoSteps(), writer_sink, manifest, committed, Progress(None, None, stream=log), 0.0)
+    assert [t.shard.id for t in feed.take()] == ["flaky"] and not feed.done
+    assert sorted(sink.read_commits(output)) == ["moved", "whole"] and "shards" not in sink.read_job(output)
+    assert [t.shard.id for t in feed.take()] == ["new"] and feed.done
+    assert sorted(sink.read_commits(output)) == ["whole"] and sorted(committed) == ["whole"]
+    job = sink.read_job(output)
+    assert job["shards"] == 3 and job["frames"] == 6 and job["planned_at"] > 0
+    assert "resuming: 1/3 shards already committed" in log.getvalue()
