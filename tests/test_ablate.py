@@ -49,26 +49,31 @@ def test_two_switches_two_seeds_share_the_baseline_and_resume_without_training(t
 
 
 def _runs(values):
-    return [{"segm_AP": v, "segm_AP50": v, "segm_AP75": v, "bbox_AP": v, "train_seconds": 60.0} for v in values]
+    return [{"seed": seed, "segm_AP": v, "segm_AP50": v, "segm_AP75": v, "bbox_AP": v, "train_seconds": 60.0}
+            for seed, v in enumerate(values)]
+
+
+def _variant(name, values):
+    return {"variant": name, "runs": _runs(values), "summary": summarize(_runs(values))}
 
 
 def test_the_verdict_needs_ranges_apart_to_call_a_gap_beyond_the_spread():
-    apart = [{"variant": "align", "summary": summarize(_runs([0.50, 0.52, 0.54]))},
-             {"variant": "pool", "summary": summarize(_runs([0.40, 0.42, 0.49]))}]
+    apart = [_variant("align", [0.50, 0.52, 0.54]), _variant("pool", [0.40, 0.42, 0.49])]
     result = verdict("roi-op", apart)["pool"]
     assert result["mask_AP_gap"] == pytest.approx(100 * (0.52 - statistics.fmean([0.40, 0.42, 0.49])), abs=0.01)
     assert result["paper_mask_AP_gap"] == pytest.approx(3.3)
     assert result["direction_reproduced"] and result["beyond_spread"]
+    assert result["paired_gaps"] == pytest.approx([10.0, 10.0, 5.0])
 
-    overlapping = [apart[0], {"variant": "pool", "summary": summarize(_runs([0.40, 0.42, 0.51]))}]
+    overlapping = [apart[0], _variant("pool", [0.40, 0.53, 0.51])]
     assert not verdict("roi-op", overlapping)["pool"]["beyond_spread"]
+    assert verdict("roi-op", overlapping)["pool"]["paired_gaps"] == pytest.approx([10.0, -1.0, 3.0])
 
     # A deeper backbone should win (the paper: R101 over R50 by 1.8): a shallower win is not the paper's.
-    depth = [{"variant": "resnet18", "summary": summarize(_runs([0.60, 0.61, 0.62]))},
-             {"variant": "resnet34", "summary": summarize(_runs([0.50, 0.51, 0.52]))}]
+    depth = [_variant("resnet18", [0.60, 0.61, 0.62]), _variant("resnet34", [0.50, 0.51, 0.52])]
     assert verdict("backbone", depth)["resnet34"]["direction_reproduced"] is False
 
     report = {"switch": "roi-op", "seeds": [0, 1, 2], "variants": apart, "verdict": verdict("roi-op", apart)}
     table = format_summary(report)
     assert "52.0 ± 2.0" in table and "50.0-54.0" in table and "30.2 (RoIAlign)" in table
-    assert "align vs pool: +8.3 mask AP (paper +3.3); direction reproduced, beyond the spread" in table
+    assert "align vs pool: +8.3 mask AP (paper +3.3), ahead on 3/3 seeds; direction reproduced, beyond the spread" in table

@@ -2,7 +2,8 @@
 
 A gap between two variants counts as reproduced "beyond the spread" only when every seed of
 the better variant beats every seed of the other (their min-max ranges do not overlap): with
-three seeds that is a plain, assumption-free reading of the runs, stricter than a mean.
+three seeds that is a plain, assumption-free reading of the runs, stricter than a mean. The
+per-seed (paired) gaps are kept too: the same seed gives both variants the same data order.
 """
 
 from __future__ import annotations
@@ -58,8 +59,13 @@ def verdict(switch: str, variants: list[dict]) -> dict:
         gap = 100 * (ours["mean"] - theirs["mean"])
         first, second = paper_row(switch, 0), paper_row(switch, position)
         paper_gap = round(first[1] - second[1], 1) if first and second else None
+        # Seeds pair the runs: the same seed gives both variants the same data order.
+        theirs_by_seed = {run["seed"]: run["segm_AP"] for run in other.get("runs", [])}
+        paired = [100 * (run["segm_AP"] - theirs_by_seed[run["seed"]])
+                  for run in base.get("runs", []) if run["seed"] in theirs_by_seed]
         out[other["variant"]] = {
             "mask_AP_gap": round(gap, 2),
+            "paired_gaps": [round(g, 2) for g in paired],
             "paper_mask_AP_gap": paper_gap,
             "direction_reproduced": None if paper_gap is None else (gap > 0) == (paper_gap > 0),
             "beyond_spread": ours["min"] > theirs["max"] or ours["max"] < theirs["min"],
@@ -88,6 +94,8 @@ def format_summary(report: dict) -> str:
         lines.append(
             f"{report['variants'][0]['variant']} vs {other}: {result['mask_AP_gap']:+.1f} mask AP"
             + (f" (paper {paper_gap:+.1f})" if paper_gap is not None else "")
+            + (f", ahead on {sum(g > 0 for g in result['paired_gaps'])}/{len(result['paired_gaps'])} seeds"
+               if result.get("paired_gaps") else "")
             + f"; {reproduced[result['direction_reproduced']]}"
             + (", beyond the spread" if result["beyond_spread"] else ", within the spread")
         )
