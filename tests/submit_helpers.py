@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 
 import pyarrow as pa
@@ -77,3 +79,31 @@ def run_cli(*args, timeout=300, **popen) -> subprocess.CompletedProcess:
     """`maskray ARGS` in a fresh process, as a user runs it."""
     return subprocess.run([sys.executable, "-c", "from maskray.cli import main; main()", *map(str, args)],
                           cwd=REPO, capture_output=True, text=True, timeout=timeout, **popen)
+
+
+def kill_session(session_id: int) -> None:
+    """Kill what is left of a session a test started with `start_new_session=True` (the
+    embedded Ray a killed driver ran): never `ray stop`, never anything else's processes."""
+    for _ in range(3):
+        left = [pid for pid in _pids() if _session_of(pid) == session_id]
+        if not left:
+            return
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.5)
+
+
+def _pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def _session_of(pid: int):
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return int(fields[3])  # the field after state, ppid, pgrp: session id
+    except (OSError, IndexError, ValueError):
+        return None

@@ -15,7 +15,7 @@ import pytest
 from maskray.jobs.local import run_job
 from maskray.pipeline import storage
 from maskray.pipeline.output.status import output_status
-from submit_helpers import REPO, SMALL_FLAGS, commits, frame_keys, local_ray, read_table, run_cli, small_spec
+from submit_helpers import REPO, SMALL_FLAGS, commits, frame_keys, kill_session, local_ray, read_table, run_cli, small_spec
 
 # bikes.mp4 cut at >= 2 s on keyframes gives 4 shards of every 50th frame (2, 1, 1, 1 frames).
 BIKES_FRAMES = [0, 50, 100, 150, 200]
@@ -52,7 +52,7 @@ def test_killed_submit_resumes_and_writes_each_frame_once(data_dir, tmp_path):
         os.kill(process.pid, signal.SIGKILL)  # no chance to clean up
         process.wait()
     finally:
-        _kill_session(process.pid)
+        kill_session(process.pid)
 
     # Its lease names a process of this host that is gone: stopped at once, not "running".
     status = output_status(str(output))
@@ -68,7 +68,6 @@ def test_killed_submit_resumes_and_writes_each_frame_once(data_dir, tmp_path):
 
 
 def test_shard_of_a_killed_worker_is_retried_on_a_fresh_actor(data_dir, tmp_path):
-    import ray
     from ray.util.state import list_tasks
 
     killed = []
@@ -117,33 +116,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def _kill_session(session_id: int) -> None:
-    """Kill what is left of the session we started (the embedded Ray the killed driver ran)."""
-    for _ in range(3):
-        left = [pid for pid in _pids() if _session_of(pid) == session_id]
-        if not left:
-            return
-        for pid in left:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.5)
-
-
-def _pids() -> list[int]:
-    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
-
-
-def _session_of(pid: int):
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        return int(fields[3])  # the field after state, ppid, pgrp: session id
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(480)]  # real local Ray jobs

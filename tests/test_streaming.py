@@ -25,7 +25,7 @@ from maskray.pipeline.inputs.sampling import Sampling
 from maskray.pipeline.inputs.video import build_index
 from maskray.pipeline.output import layout
 from maskray.pipeline.output.status import output_status
-from submit_helpers import REPO, SMALL_FLAGS, commits, frame_keys, local_ray, read_table, run_cli, small_spec
+from submit_helpers import REPO, SMALL_FLAGS, commits, frame_keys, kill_session, local_ray, read_table, run_cli, small_spec
 
 
 def encode(path, container: str, durations_ms: list[int], size=(64, 48), bframes: int = 2, gop: int = 12) -> str:
@@ -176,7 +176,7 @@ def test_first_shards_commit_before_planning_ends_and_a_kill_mid_planning_resume
         os.kill(process.pid, signal.SIGKILL)  # mid-planning, no chance to clean up
         process.wait()
     finally:
-        _kill_session(process.pid)
+        kill_session(process.pid)
     assert "shards" not in json.loads((output / layout.JOB_FILE).read_text())
 
     again = run_cli(*command, timeout=400)
@@ -193,33 +193,6 @@ def test_first_shards_commit_before_planning_ends_and_a_kill_mid_planning_resume
     assert job["shards"] == 21 and job["frames"] == 22 and job["planned_at"] > max(
         r["committed_at"] for r in first.values())
     assert output_status(str(output)).state == "done"
-
-
-def _kill_session(session_id: int) -> None:
-    """Kill what is left of the session we started (the embedded Ray the killed driver ran)."""
-    for _ in range(3):
-        left = [pid for pid in _pids() if _session_of(pid) == session_id]
-        if not left:
-            return
-        for pid in left:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.5)
-
-
-def _pids() -> list[int]:
-    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
-
-
-def _session_of(pid: int):
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        return int(fields[3])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 pytestmark = [pytest.mark.timeout(600)]
