@@ -103,6 +103,17 @@ def test_compact_is_refused_while_a_job_runs_or_before_it_finished(tmp_path, cap
     assert code == 2 and "no maskray job" in err
 
 
+def test_while_compact_holds_the_output_others_are_told_it_is_compact(tmp_path, capsys):
+    output = tmp_path / "out"
+    run_as_driver(str(output), _frames(2), shard_size=1)
+    running = Lease(str(output), 60.0, command="compact").acquire()  # a compaction in progress
+    try:
+        code, _, err = run_maskray(["compact", str(output)], capsys)
+    finally:
+        running.release()
+    assert code == 2 and f"being written by another maskray compact: compact {running.owner}" in err
+
+
 def test_a_crash_before_the_switch_leaves_the_old_view_and_a_rerun_finishes(tmp_path, monkeypatch, capsys):
     output = tmp_path / "out"
     run_as_driver(str(output), _frames(12), shard_size=1)

@@ -55,7 +55,7 @@ def compact(output: str, target_bytes: int = TARGET_BYTES) -> Compaction:
     there is no job, it is still running, or it has not finished."""
     job = _read_job(output)
     try:
-        lease = Lease(output, LEASE_TTL_S).acquire()
+        lease = Lease(output, LEASE_TTL_S, command="compact").acquire()
     except OSError as error:
         raise UsageError(f"cannot write to output {output}: {first_line(error)}") from None
     try:

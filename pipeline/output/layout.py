@@ -214,6 +214,7 @@ class LeaseRecord:
     renewed: float
     ttl_s: float
     job_id: str = ""
+    command: str = "submit"  # what holds OUT: a job's driver, or `compact`
 
     def silent_s(self, now: Optional[float] = None) -> float:
         """Seconds since the last renewal by our clock (never negative: the holder's clock

@@ -84,17 +84,18 @@ def live_holder(output: str, now: Optional[float] = None) -> Optional[LeaseRecor
 
 
 def describe_holder(lease: LeaseRecord, now: Optional[float] = None) -> str:
-    return f"driver {lease.owner} (host {lease.host}, pid {lease.pid}), silent for {lease.silent_s(now):.0f}s"
+    holder = "driver" if lease.command == "submit" else lease.command
+    return f"{holder} {lease.owner} (host {lease.host}, pid {lease.pid}), silent for {lease.silent_s(now):.0f}s"
 
 
 class Lease:
     """Our claim on `output`; `ttl_s` is how long it stays live without a renewal."""
 
-    def __init__(self, output: str, ttl_s: float):
+    def __init__(self, output: str, ttl_s: float, command: str = "submit"):
         now = time.time()
         self.output = output
         self.record = LeaseRecord(owner=uuid.uuid4().hex[:12], host=socket.gethostname(), pid=os.getpid(),
-                                  acquired=now, renewed=now, ttl_s=ttl_s)
+                                  acquired=now, renewed=now, ttl_s=ttl_s, command=command)
         self.uri = lease_uri(output, self.record.owner)
 
     @property
@@ -109,7 +110,7 @@ class Lease:
         if live:
             self._delete(self.uri)
             raise UsageError(
-                f"{self.output} is being written by another maskray submit: {describe_holder(live[0])};"
+                f"{self.output} is being written by another maskray {live[0].command}: {describe_holder(live[0])};"
                 " wait for it to finish (or for its lease to expire) before running again"
             )
         for expired in others:  # take over: a holder silent past its expiry has lost OUT
