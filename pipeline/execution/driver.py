@@ -28,11 +28,11 @@ from maskray.pipeline.execution.cluster_watch import NODE_LOST, ClusterWatch, ex
 from maskray.pipeline.execution.indexing import ClusterRunner
 from maskray.pipeline.execution.heartbeat import LEASE_TTL_S, Heartbeat
 from maskray.pipeline.execution.progress import Progress
+from maskray.pipeline.execution.startup import Once, list_sources
 from maskray.pipeline.execution.tasks import ShardTask, bisect
 from maskray.pipeline.execution.worker_pool import (
     WorkerPool, error_line, is_ray_error, original_error, placement_text, pool_size,
 )
-from maskray.pipeline.inputs.listing import list_media
 from maskray.pipeline.execution.plan_feed import CompletePlan, PlanFeed, committed_in_plan
 from maskray.pipeline.inputs.plan_stream import ShardStream, plan_from_cache, plan_settings
 from maskray.pipeline.inputs.shards import PlanSettings
@@ -54,15 +54,17 @@ def run(spec, *, overwrite: bool = False, connect: Optional[Callable[[], None]] 
         terminal: Optional[bool] = None, maskray_version: str = "") -> JobOutcome:
     """Run `spec` to completion; returns the exit code (0, or 3 with input errors) and a summary.
 
-    Sources, `preflight()` (the caller's own checks) and OUT (its lease, an earlier job there)
-    are checked before Ray is touched, so usage mistakes fail fast. `connect()` is called once
-    Ray is needed (never, when a re-run finds every shard committed).
+    `preflight()` (the caller's own checks), the sources and OUT are checked before Ray is
+    touched, so usage mistakes fail fast. `connect()` is called once Ray is needed: for a new
+    job while its sources are listed (`startup.py`), for a resume once its plan shows work to
+    do (never, when a re-run finds every shard committed).
     """
     if overwrite:  # before anything else: --overwrite must never reach an input
         refuse_overlap(spec.output, spec.sources)
-    media = list_media(spec.sources, output=spec.output)  # UsageError for a missing or empty source
     if preflight:
         preflight()
+    connect = Once(connect or (lambda: None))
+    media = list_sources(spec, connect, overwrite)  # UsageError for a missing or empty source
     sink = OutputSink(spec.output)
     manifest = sink.on_write_start(
         lambda previous: _manifest(spec, previous, maskray_version),
@@ -71,7 +73,7 @@ def run(spec, *, overwrite: bool = False, connect: Optional[Callable[[], None]] 
     heartbeat = Heartbeat(sink, manifest["job_id"])
     try:
         heartbeat.start()
-        outcome = _run(spec, sink, media, manifest, heartbeat, connect or (lambda: None), stream, terminal)
+        outcome = _run(spec, sink, media, manifest, heartbeat, connect, stream, terminal)
     except BaseException as error:
         heartbeat.stop("failed", error_line(error) or type(error).__name__)
         sink.on_write_failed(error)
@@ -111,18 +113,15 @@ def _run(spec, sink: OutputSink, media, manifest, heartbeat: Heartbeat, connect,
     heartbeat.rate = lambda: progress.rate
     if pending or not feed.done:
         size = workers if not feed.done else min(workers, len(pending))
-        pool = WorkerPool(spec, sink, size, gpus_per_worker, cpus_per_worker)
+        pool = WorkerPool(spec, sink, size, gpus_per_worker, cpus_per_worker,
+                          on_started=lambda placement: progress.log(f"worker started: {placement_text(placement)}"))
         try:
             heartbeat.phase = "loading the model"
-            placement = pool.describe()
-            manifest["weights_id"] = placement[0]["weights_id"]
+            manifest["weights_id"] = pool.wait_first()["weights_id"]  # the others join as they start
             sink.write_job_manifest(manifest)
             pending += feed.take()  # planned while the model loaded
             so_far = "" if feed.done else " so far (planning goes on)"
-            progress.log(
-                f"{len(pending)} shards to do{so_far} on {len(placement)} workers: "
-                + ", ".join(placement_text(p) for p in placement)
-            )
+            progress.log(f"{len(pending)} shards to do{so_far} on {size} workers")
             heartbeat.phase = "running"
             progress.start_clock()
             _dispatch(pool, feed, pending, committed, progress, heartbeat,

@@ -7,7 +7,7 @@ by setting CUDA_VISIBLE_DEVICES, so a replica's "cuda" is its own device.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 from maskray.models.errors import MaskrayError, UsageError, first_line
 
@@ -63,12 +63,15 @@ def tracking_config(spec) -> Optional[dict]:
 class WorkerPool:
     """Worker actors; a dead one is replaced by a fresh one so the pool keeps its size.
 
-    A replacement takes shards only once it has started (placed on a node, model loaded):
-    after a node is lost its replacement may wait for resources that no longer exist, and a
-    shard handed to it would wait with it while the surviving actors sit idle.
+    A replica takes shards once it has started (placed on a node, model loaded), each on its
+    own: work begins with the first replica up instead of waiting for the slowest (a cluster
+    still scaling up, a node busy elsewhere). After a node is lost its replacement may wait for
+    resources that no longer exist; a shard handed to it would wait with it while the
+    surviving actors sit idle. `on_started(placement)` is told of each replica that starts.
     """
 
-    def __init__(self, spec, sink, size, gpus_per_worker, cpus_per_worker):
+    def __init__(self, spec, sink, size, gpus_per_worker, cpus_per_worker,
+                 on_started: Optional[Callable[[dict], None]] = None):
         import ray
 
         from maskray.pipeline.execution.worker import ShardWorker
@@ -77,12 +80,28 @@ class WorkerPool:
         options = dict(num_gpus=gpus_per_worker, num_cpus=cpus_per_worker, max_restarts=0)
         self._cls = ray.remote(ShardWorker).options(**options)
         self._args = (predictor_config(spec), sink, spec.batch_size, bool(spec.cpu), tracking_config(spec))
-        self._idle = [self._new() for _ in range(size)]
-        self._all = list(self._idle)
-        self._starting: dict = {}  # describe() ref -> replacement actor not yet started
+        self._on_started = on_started or (lambda placement: None)
+        self._idle: list = []
+        self._all: list = []
+        self._starting: dict = {}  # describe() ref -> actor not yet started
+        self.placements: list[dict] = []  # of every replica started so far
+        for _ in range(size):
+            self._start_one()
 
-    def _new(self):
-        return self._cls.remote(*self._args)
+    def _start_one(self) -> None:
+        actor = self._cls.remote(*self._args)
+        self._all.append(actor)
+        self._starting[actor.describe.remote()] = actor
+
+    def wait_first(self) -> dict:
+        """Wait until one replica has started; its placement. A usage mistake met while
+        loading (weights that cannot be found) is raised as itself: its line, exit code 2."""
+        import ray
+
+        while not self._idle:
+            ray.wait(list(self._starting), num_returns=1)
+            self._admit_started()
+        return self.placements[0]
 
     def has_idle(self) -> bool:
         self._admit_started()
@@ -95,18 +114,16 @@ class WorkerPool:
         self._idle.append(actor)
 
     def replace(self, old) -> None:
-        """Kill `old` (dead, or alive after a failed task) and add a fresh actor."""
+        """Kill `old` (dead, or alive after a failed task) and start a fresh actor."""
         import ray
 
         try:
             ray.kill(old, no_restart=True)
         except Exception:  # already gone
             pass
-        dead = old
-        self._idle = [a for a in self._idle if a is not dead]
-        fresh = self._new()
-        self._all = [a for a in self._all if a is not dead] + [fresh]
-        self._starting[fresh.describe.remote()] = fresh
+        self._idle = [a for a in self._idle if a is not old]
+        self._all = [a for a in self._all if a is not old]
+        self._start_one()
 
     def _admit_started(self) -> None:
         import ray
@@ -117,29 +134,18 @@ class WorkerPool:
         for ref in ready:
             actor = self._starting.pop(ref)
             try:
-                ray.get(ref)
+                placement = ray.get(ref)
             except ray.exceptions.RayError as error:
+                cause = original_error(error)
+                if isinstance(cause, MaskrayError) and not self.placements:
+                    raise cause from None  # the user's mistake, the same for every replica
                 self._all = [a for a in self._all if a is not actor]  # it could not start: drop it
                 if not self._all:
-                    raise MaskrayError(f"no worker replica could be started: {error_line(error)}") from None
+                    raise MaskrayError(f"no worker replica could be started: {error_line(cause or error)}") from None
                 continue
+            self.placements.append(placement)
             self._idle.append(actor)
-
-    def describe(self) -> list[dict]:
-        """Each actor's placement (waits until every replica has loaded its model).
-
-        A usage mistake raised while loading (e.g. weights that cannot be found) is raised
-        here as itself, so the user gets its one line and exit code 2.
-        """
-        import ray
-
-        try:
-            return ray.get([actor.describe.remote() for actor in self._all])
-        except ray.exceptions.RayError as error:
-            cause = original_error(error)
-            if isinstance(cause, MaskrayError):
-                raise cause from None
-            raise MaskrayError(f"workers failed to start: {error_line(cause or error)}") from error
+            self._on_started(placement)
 
     def shutdown(self) -> None:
         import ray

@@ -25,6 +25,7 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", "
 # Outputs and data files that are certainly not media: not worth a read to sniff.
 _NEVER_MEDIA = frozenset({".parquet", ".json", ".txt", ".md", ".csv", ".py", ".yaml", ".yml", ".log"})
 _SNIFF_BYTES = 189  # enough for MPEG-TS: a sync byte at 0 and at 188
+NO_SOURCE = "no source given: name at least one file, directory or s3:// prefix"
 _NOT_UTF8 = "file name is not valid UTF-8: rename the file to process it"
 
 
@@ -47,7 +48,7 @@ def list_media(sources: list[str], output: Optional[str] = None) -> list[MediaFi
     Raises UsageError for a missing source or when nothing at all is found.
     """
     if not sources:
-        raise UsageError("no source given: name at least one file, directory or s3:// prefix")
+        raise UsageError(NO_SOURCE)
     found: list[MediaFile] = []  # held once: sorted and deduplicated in place at the end
     output_root = _folder_uri(output) if output else None
     for source in sources:
@@ -79,6 +80,20 @@ def list_media(sources: list[str], output: Optional[str] = None) -> list[MediaFi
     found.sort(key=lambda item: item.uri)  # stable: the first listing of a file named twice wins
     found[:] = [item for number, item in enumerate(found) if number == 0 or item.uri != found[number - 1].uri]
     return found
+
+
+def check_sources(sources: list[str]) -> None:
+    """UsageError for no source or a source that is not there (one request each): the
+    mistakes `list_media` would report, found before a long listing starts."""
+    if not sources:
+        raise UsageError(NO_SOURCE)
+    for source in sources:
+        try:
+            found = storage.exists(source)
+        except OSError as error:
+            raise UsageError(f"cannot list source {source}: {first_line(error)}") from None
+        if not found:
+            raise UsageError(f"source not found: {source}")
 
 
 def kind_from_bytes(head: bytes) -> str | None:
