@@ -9,8 +9,16 @@ Inputs per size (generated once into the cache, then reused; `--size 100` is iss
 
 Images are 64x48 PNGs with distinct pixels; videos are H.264 with B-frames (libx264), a few
 distinct encodes copied under many names (each file is still its own input to maskray).
-With `--s3 s3://bucket/prefix` the set is uploaded there too (AWS_* variables name the
-endpoint, as for maskray) and the job reads it from there.
+
+Storage: local disk by default; `--moto` starts moto's S3 server on 127.0.0.1 (in this process),
+uploads the inputs to a fresh bucket and runs with sources and OUT there, counting the requests
+each command made (`s3_requests*`); `--s3 s3://bucket/prefix` does the same on an existing
+endpoint (AWS_* variables name it, as for maskray), without request counts.
+
+Every run writes a fresh OUT, and `submit` gets no `--overwrite`: on local disk the previous
+run's OUT is removed before the timed command starts, on S3 each run gets its own prefix.
+`--repeat N` runs every size N times (sizes interleaved, so background load hits each alike),
+prints each run's figures as it ends, then per size every run and the median of each figure.
 
 Figures per size: listing + planning seconds (submit start to the driver's "planned N
 shards" log line: planning streams, so shards run meanwhile), time to the first commit,
@@ -20,15 +28,18 @@ end, and files in OUT. Issue 11's targets: the driver reads under 5% of the vide
 its RSS at 100x within 2x of 1x, the first commit within 10 s at every size.
 
     python -m benchmarks.scale --size 1                   # generate and run 1x on local disk
-    python -m benchmarks.scale --size 1 10 100            # each size in turn
+    python -m benchmarks.scale --size 1 10 --repeat 3     # medians of 3 runs of each size
+    python -m benchmarks.scale --size 1 --moto            # sources and OUT on moto's S3 server
     python -m benchmarks.scale --size 1 10 --generate-only
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,6 +52,7 @@ import av
 import numpy as np
 
 from benchmarks.commands import _environment, maskray_command
+from benchmarks.s3_endpoint import MotoEndpoint, upload
 
 SIZES = {1: (1_000, 10, 1), 10: (10_000, 100, 4), 100: (100_000, 1_000, 40)}
 DISTINCT_VIDEOS = 10  # encodes per kind; copies fill the rest
@@ -108,28 +120,19 @@ def _copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def upload(root: Path, prefix: str) -> str:
-    """Copy the input folder under an object-store prefix (skipping what is there already)."""
-    from maskray.pipeline import storage
+def measure(source: str, output: str, workers: int, requests=None, timeout: float = 3600) -> dict:
+    """One `maskray submit --model null` over `source` into a fresh `output`; the driver's figures.
 
-    present = {uri for uri, _ in storage.list_files(prefix)} if storage.exists(prefix) else set()
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and not path.name.startswith("."):
-            uri = storage.join(prefix, str(path.relative_to(root)))
-            if uri not in present:
-                storage.write_bytes_atomic(uri, path.read_bytes())
-    return prefix
-
-
-def measure(source: str, output: str, workers: int, timeout: float = 3600) -> dict:
-    """One `maskray submit --model null` over `source`; the driver's figures."""
+    `requests` (an s3_endpoint.RequestCounter) adds the S3 requests each command made.
+    """
     from maskray.pipeline.output import sink
 
     command = maskray_command() + ["submit", source, "--output", output, "--model", "null", "--weights", "none",
-                                   "--workers", str(workers), "--overwrite"]
+                                   "--workers", str(workers)]
+    _count(requests)
     started = time.time()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env=_environment(), )
+                               env=_environment())
     driver = {"rchar": 0, "peak_kb": 0}
     lines, seen = [], {}
 
@@ -149,11 +152,12 @@ def measure(source: str, output: str, workers: int, timeout: float = 3600) -> di
     if process.poll() is None:
         process.kill()
     process.wait()
+    finished = time.time()
+    submit_requests = _count(requests, stop=True)
     reader.join(timeout=10)
     if process.returncode not in (0, 3):
         raise RuntimeError(f"maskray submit exited {process.returncode}:\n{''.join(lines)[-3000:]}")
     records = list(sink.read_commits(output).values())
-    finished = time.time()
     figures = {
         "planning_s": seen.get("planned", finished) - started,
         "workers_ready_s": seen.get("workers", finished) - started,
@@ -163,13 +167,32 @@ def measure(source: str, output: str, workers: int, timeout: float = 3600) -> di
         "frames": sum(r.frames for r in records),
         "driver_peak_mb": driver["peak_kb"] / 1024,
         "driver_read_mb": driver["rchar"] / 2**20,
-        "videos_mb": _video_bytes(source) / 2**20,
     }
     figures["frames_per_s"] = figures["frames"] / max(1e-9, figures["command_s"])
+    _count(requests)
     figures["status_s"] = _timed(maskray_command() + ["status", output])
+    status_requests = _count(requests, stop=True)
     figures["query_s"] = _timed(maskray_command() + ["query", output, "SELECT count(*) FROM frames"])
+    query_requests = _count(requests, stop=True)
     figures["files_in_out"] = _count_files(output)
-    return figures
+    if requests is not None:
+        figures["s3_requests"] = submit_requests.pop("total")
+        figures.update({f"s3_requests_{kind}": number for kind, number in submit_requests.items()})
+        figures["status_s3_requests"] = status_requests["total"]
+        figures["query_s3_requests"] = query_requests["total"]
+    return {key: round(value, 3) if isinstance(value, float) else value for key, value in figures.items()}
+
+
+def _count(requests, stop: bool = False) -> dict:
+    """Start counting S3 requests, or (`stop`) the counts since the last start."""
+    if requests is None:
+        return {}
+    if not stop:
+        requests.start()
+        return {}
+    counts = requests.stop()
+    requests.start()
+    return counts
 
 
 def _sample(pid: int, driver: dict) -> None:
@@ -200,25 +223,90 @@ def _count_files(output: str) -> int:
     return len(storage.list_files(output))
 
 
+def fresh_output(base: str, run: int) -> str:
+    """OUT for one run: on local disk `base` itself, the previous run's OUT removed first (only
+    if it holds nothing but maskray's own files); on an object store a new prefix under `base`."""
+    from maskray.pipeline import storage
+    from maskray.pipeline.output import layout
+
+    if not storage.is_local(base):
+        return storage.join(base, f"run-{time.strftime('%Y%m%d-%H%M%S')}-{run + 1}")
+    path = Path(storage.canonical(base))
+    if path.exists():
+        ours = {*layout.TABLE_NAMES, *layout.JOB_FILES, layout.COMMITS, layout.MANIFESTS, layout.MANIFEST_POINTER,
+                layout.LEASES, layout.TRACKS_DIR, layout.INDEXES}
+        strangers = sorted(item.name for item in path.iterdir() if item.name not in ours)
+        if strangers:
+            sys.exit(f"scale: error: {path} holds files maskray did not write ({', '.join(strangers[:3])});"
+                     " choose another --output")
+        shutil.rmtree(path)
+    return str(path)
+
+
+def _storage(source: str, output: str) -> str:
+    """"local" or "s3" (sources and OUT alike), else which is where."""
+    from maskray.pipeline.storage import is_local
+
+    source_at, output_at = ("local" if is_local(uri) else "s3" for uri in (source, output))
+    return source_at if source_at == output_at else f"{source_at} sources, {output_at} OUT"
+
+
+def medians(runs: list[dict]) -> dict:
+    """The median of every numeric figure over `runs`; text figures (storage) as they are."""
+    found = {}
+    for key in (key for key in runs[0] if key != "output"):
+        if not isinstance(runs[0][key], (int, float)):
+            found[key] = runs[0][key]
+            continue
+        value = statistics.median(run[key] for run in runs)
+        found[key] = int(value) if value == int(value) else round(value, 3)
+    return found
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, nargs="+", choices=sorted(SIZES), default=[1])
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each size (medians are printed)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "maskray-bench-cache")
-    parser.add_argument("--s3", help="also upload the inputs under this s3:// prefix and read them from there")
-    parser.add_argument("--output", help="OUT for the jobs (default: a folder under --cache)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--s3", help="upload the inputs under this s3:// prefix (endpoint from AWS_* variables), "
+                                    "read them and write OUT there")
+    where.add_argument("--moto", action="store_true", help="the same on moto's S3 server, started on 127.0.0.1")
+    parser.add_argument("--output", help="OUT (local: removed before each run) or an s3:// prefix for each run's OUT")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--json", type=Path, help="also write every run and the medians here")
     parser.add_argument("--generate-only", action="store_true")
     args = parser.parse_args(argv)
-    results = {}
-    for size in args.size:
-        root = generate(size, args.cache)
-        source = upload(root, f"{args.s3.rstrip('/')}/scale-{size}x") if args.s3 else str(root)
-        print(f"{size}x inputs: {source}", flush=True)
+    with contextlib.ExitStack() as stack:
+        endpoint = stack.enter_context(MotoEndpoint()) if args.moto else None
+        prefix = endpoint.prefix if endpoint else (args.s3.rstrip("/") if args.s3 else None)
+        if endpoint:
+            print(f"moto S3 server on {endpoint.address}, bucket {prefix}", flush=True)
+        sources, videos_mb = {}, {}
+        for size in args.size:
+            root = generate(size, args.cache)
+            started = time.perf_counter()
+            sources[size] = upload(root, f"{prefix}/scale-{size}x") if prefix else str(root)
+            print(f"{size}x inputs: {sources[size]} ({time.perf_counter() - started:.1f} s)", flush=True)
+            if not args.generate_only:
+                videos_mb[size] = _video_bytes(sources[size]) / 2**20
         if args.generate_only:
-            continue
-        output = args.output or str(args.cache / f"out-{size}x")
-        results[f"{size}x"] = measure(source, output, args.workers)
-        print(json.dumps({f"{size}x": results[f"{size}x"]}, indent=1), flush=True)
+            return 0
+        runs: dict[int, list] = {size: [] for size in args.size}
+        for run in range(args.repeat):
+            for size in args.size:
+                base = args.output or (f"{prefix}/out-{size}x" if prefix else str(args.cache / f"out-{size}x"))
+                output = fresh_output(base, run)
+                figures = measure(sources[size], output, args.workers, endpoint.requests if endpoint else None)
+                figures.update(videos_mb=videos_mb[size], storage=_storage(sources[size], output), output=output)
+                runs[size].append(figures)
+                print(json.dumps({f"{size}x run {run + 1}": figures}, indent=1), flush=True)
+    report = {f"{size}x": {"runs": runs[size], "median": medians(runs[size])} for size in args.size}
+    for size in args.size:
+        print(json.dumps({f"{size}x": report[f"{size}x"]}, indent=1), flush=True)
+    print(json.dumps({"medians": {name: part["median"] for name, part in report.items()}}, indent=1), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
     return 0
 
 
