@@ -10,15 +10,13 @@ Inputs per size (generated once into the cache, then reused; `--size 100` is iss
 Images are 64x48 PNGs with distinct pixels; videos are H.264 with B-frames (libx264), a few
 distinct encodes copied under many names (each file is still its own input to maskray).
 
-Storage: local disk by default; `--moto` starts moto's S3 server on 127.0.0.1 (in this process),
-uploads the inputs to a fresh bucket and runs with sources and OUT there, counting the requests
-each command made (`s3_requests*`); `--s3 s3://bucket/prefix` does the same on an existing
-endpoint (AWS_* variables name it, as for maskray), without request counts.
-
-Every run writes a fresh OUT, and `submit` gets no `--overwrite`: on local disk the previous
-run's OUT is removed before the timed command starts, on S3 each run gets its own prefix.
-`--repeat N` runs every size N times (sizes interleaved, so background load hits each alike),
-prints each run's figures as it ends, then per size every run and the median of each figure.
+Local disk by default; `--moto` starts moto's S3 server on 127.0.0.1 (in this process), uploads
+the inputs to a fresh bucket and puts sources and OUT there, counting each command's requests
+(`s3_requests*`); `--s3 s3://bucket/prefix` does the same on an existing endpoint (AWS_*
+variables, as for maskray), without counts. Each run writes a fresh OUT without `--overwrite`:
+locally the last run's OUT is removed before the timed command, on S3 each run has its own
+prefix. `--repeat N` runs every size N times (sizes interleaved, so background load hits each
+alike) and prints each run's figures, then per size every run and each figure's median.
 
 Figures per size: listing + planning seconds (submit start to the driver's "planned N
 shards" log line: planning streams, so shards run meanwhile), time to the first commit,
@@ -129,7 +127,8 @@ def measure(source: str, output: str, workers: int, requests=None, timeout: floa
 
     command = maskray_command() + ["submit", source, "--output", output, "--model", "null", "--weights", "none",
                                    "--workers", str(workers)]
-    _count(requests)
+    if requests is not None:
+        requests.start()
     started = time.time()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env=_environment())
@@ -153,7 +152,7 @@ def measure(source: str, output: str, workers: int, requests=None, timeout: floa
         process.kill()
     process.wait()
     finished = time.time()
-    submit_requests = _count(requests, stop=True)
+    submit_requests = requests.take() if requests is not None else {}
     reader.join(timeout=10)
     if process.returncode not in (0, 3):
         raise RuntimeError(f"maskray submit exited {process.returncode}:\n{''.join(lines)[-3000:]}")
@@ -169,30 +168,20 @@ def measure(source: str, output: str, workers: int, requests=None, timeout: floa
         "driver_read_mb": driver["rchar"] / 2**20,
     }
     figures["frames_per_s"] = figures["frames"] / max(1e-9, figures["command_s"])
-    _count(requests)
+    if requests is not None:
+        requests.take()  # reading the commits above is not the job's
     figures["status_s"] = _timed(maskray_command() + ["status", output])
-    status_requests = _count(requests, stop=True)
+    status_requests = requests.take() if requests is not None else {}
     figures["query_s"] = _timed(maskray_command() + ["query", output, "SELECT count(*) FROM frames"])
-    query_requests = _count(requests, stop=True)
+    query_requests = requests.take() if requests is not None else {}
     figures["files_in_out"] = _count_files(output)
     if requests is not None:
+        requests.stop()
         figures["s3_requests"] = submit_requests.pop("total")
         figures.update({f"s3_requests_{kind}": number for kind, number in submit_requests.items()})
         figures["status_s3_requests"] = status_requests["total"]
         figures["query_s3_requests"] = query_requests["total"]
     return {key: round(value, 3) if isinstance(value, float) else value for key, value in figures.items()}
-
-
-def _count(requests, stop: bool = False) -> dict:
-    """Start counting S3 requests, or (`stop`) the counts since the last start."""
-    if requests is None:
-        return {}
-    if not stop:
-        requests.start()
-        return {}
-    counts = requests.stop()
-    requests.start()
-    return counts
 
 
 def _sample(pid: int, driver: dict) -> None:
@@ -272,7 +261,8 @@ def main(argv=None) -> int:
     where.add_argument("--s3", help="upload the inputs under this s3:// prefix (endpoint from AWS_* variables), "
                                     "read them and write OUT there")
     where.add_argument("--moto", action="store_true", help="the same on moto's S3 server, started on 127.0.0.1")
-    parser.add_argument("--output", help="OUT (local: removed before each run) or an s3:// prefix for each run's OUT")
+    parser.add_argument("--output", help="where each size's OUT goes (OUTPUT/out-<size>x; local: removed before "
+                                         "each run; s3://: a new prefix under it per run)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", type=Path, help="also write every run and the medians here")
     parser.add_argument("--generate-only", action="store_true")
@@ -286,7 +276,7 @@ def main(argv=None) -> int:
         for size in args.size:
             root = generate(size, args.cache)
             started = time.perf_counter()
-            sources[size] = upload(root, f"{prefix}/scale-{size}x") if prefix else str(root)
+            sources[size] = upload(root, f"{prefix}/scale-{size}x", endpoint and endpoint.put) if prefix else str(root)
             print(f"{size}x inputs: {sources[size]} ({time.perf_counter() - started:.1f} s)", flush=True)
             if not args.generate_only:
                 videos_mb[size] = _video_bytes(sources[size]) / 2**20
@@ -295,10 +285,9 @@ def main(argv=None) -> int:
         runs: dict[int, list] = {size: [] for size in args.size}
         for run in range(args.repeat):
             for size in args.size:
-                base = args.output or (f"{prefix}/out-{size}x" if prefix else str(args.cache / f"out-{size}x"))
-                output = fresh_output(base, run)
+                output = fresh_output(f"{(args.output or prefix or str(args.cache)).rstrip('/')}/out-{size}x", run)
                 figures = measure(sources[size], output, args.workers, endpoint.requests if endpoint else None)
-                figures.update(videos_mb=videos_mb[size], storage=_storage(sources[size], output), output=output)
+                figures.update(videos_mb=round(videos_mb[size], 3), storage=_storage(sources[size], output), output=output)
                 runs[size].append(figures)
                 print(json.dumps({f"{size}x run {run + 1}": figures}, indent=1), flush=True)
     report = {f"{size}x": {"runs": runs[size], "median": medians(runs[size])} for size in args.size}
