@@ -90,6 +90,27 @@ def test_indexing_runs_on_the_cluster_and_the_driver_reads_no_video(ray_session,
     assert {s.index_key for s in shards if not s.planning_error} == {s.index_key for s in here if not s.planning_error}
 
 
+def test_planning_reads_one_video_at_a_time_until_a_replica_is_up(ray_session, bikes, tmp_path):
+    """On a small machine each planning task may start a Ray worker process, which would slow
+    the replicas' own start: one at a time until the first replica is up, then a few per core."""
+    copies = []
+    for number in range(6):
+        copies.append(tmp_path / f"bikes-{number}.mp4")
+        copies[-1].write_bytes(open(bikes, "rb").read())
+    media = [MediaFile(str(path), "video", os.path.getsize(path)) for path in copies]
+    runner = ClusterRunner()
+    stream = ShardStream(media, plan_settings(media, Sampling(every=10), None, workers=2, output=None), runner)
+    assert runner.max_in_flight == 1  # a 2-CPU cluster
+    shards = stream.poll(timeout=0.0)
+    assert len(stream._in_flight) == 1
+    runner.replicas_started()
+    shards += stream.poll(timeout=0.0)
+    assert runner.max_in_flight == 4 and len(stream._in_flight) == 4
+    while not stream.done:
+        shards += stream.poll(timeout=1.0)
+    assert {s.uris for s in shards} == {(str(path),) for path in copies}
+
+
 def _plan_on_cluster(media: list, output) -> list:
     settings = plan_settings(media, Sampling(every=10), None, workers=2, output=output)
     stream, shards = ShardStream(media, settings, ClusterRunner()), []

@@ -18,14 +18,14 @@ rows instead of failing the job. Committed shards are skipped, which is how a re
 from __future__ import annotations
 
 import time
-import uuid
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Optional, TextIO
 
-from maskray.models.errors import MaskrayError, UsageError
+from maskray.models.errors import MaskrayError
 from maskray.pipeline.execution.cluster_watch import NODE_LOST, ClusterWatch, exit_lost
 from maskray.pipeline.execution.indexing import ClusterRunner
+from maskray.pipeline.execution.job_manifest import job_manifest
 from maskray.pipeline.execution.heartbeat import LEASE_TTL_S, Heartbeat
 from maskray.pipeline.execution.progress import Progress
 from maskray.pipeline.execution.startup import Once, list_sources
@@ -67,7 +67,7 @@ def run(spec, *, overwrite: bool = False, connect: Optional[Callable[[], None]] 
     media = list_sources(spec, connect, overwrite)  # UsageError for a missing or empty source
     sink = OutputSink(spec.output)
     manifest = sink.on_write_start(
-        lambda previous: _manifest(spec, previous, maskray_version),
+        lambda previous: job_manifest(spec, previous, maskray_version),
         overwrite=overwrite, sources=spec.sources, lease_ttl_s=LEASE_TTL_S,
     )
     heartbeat = Heartbeat(sink, manifest["job_id"])
@@ -103,8 +103,8 @@ def _run(spec, sink: OutputSink, media, manifest, heartbeat: Heartbeat, connect,
         if not manifest.get("plan_workers"):
             manifest["plan_workers"] = workers  # before any commit: a resume cuts the same way
             sink.write_job_manifest(manifest)
-    source = CompletePlan(plan) if plan is not None else ShardStream(
-        media, _settings(spec, media, manifest), ClusterRunner())
+    runner = ClusterRunner() if plan is None else None
+    source = CompletePlan(plan) if plan is not None else ShardStream(media, _settings(spec, media, manifest), runner)
     if committed is None:
         committed = sink.committed()
     progress = Progress(None, None, stream=stream, terminal=terminal)
@@ -118,6 +118,8 @@ def _run(spec, sink: OutputSink, media, manifest, heartbeat: Heartbeat, connect,
         try:
             heartbeat.phase = "loading the model"
             manifest["weights_id"] = pool.wait_first()["weights_id"]  # the others join as they start
+            if runner is not None:
+                runner.replicas_started()
             sink.write_job_manifest(manifest)
             pending += feed.take()  # planned while the model loaded
             so_far = "" if feed.done else " so far (planning goes on)"
@@ -267,42 +269,3 @@ def _settings(spec, media, manifest: dict) -> PlanSettings:
     lookahead = HEAD_FRAMES if getattr(spec, "track", False) else 0
     return plan_settings(media, sampling, spec.segment_seconds, int(manifest["plan_workers"]),
                          lookahead=lookahead, output=spec.output)
-
-
-def _manifest(spec, previous: Optional[dict], maskray_version: str) -> dict:
-    """The new `_job.json`: the same spec resumes (same job id); a different one is refused
-    (`--overwrite` has already removed the previous job when asked)."""
-    fingerprint = spec.fingerprint()
-    job_id = None
-    if previous is not None:
-        if previous.get("fingerprint") != fingerprint:
-            changed = _changed_fields(previous.get("spec") or {}, spec)
-            detail = f" (differs in {', '.join(changed)})" if changed else ""
-            raise UsageError(
-                f"{spec.output} holds a different job{detail}; use --overwrite to replace it,"
-                " or choose another --output"
-            )
-        job_id = previous.get("job_id")
-    manifest = {
-        "job_id": job_id or uuid.uuid4().hex[:12],
-        "fingerprint": fingerprint,
-        "spec": spec.to_dict(),
-        "model": spec.model,
-        "weights": spec.weights,
-        "maskray_version": maskray_version,
-        "created": previous.get("created") if job_id else _now(),
-    }
-    if job_id:  # resuming: keep what the first run learnt (its plan, the weights it loaded)
-        for key in ("plan_workers", "weights_id"):
-            if previous.get(key):
-                manifest[key] = previous[key]
-    return manifest
-
-
-def _changed_fields(previous_spec: dict, spec) -> list[str]:
-    compare = getattr(spec, "differences_from_dict", None)
-    return compare(previous_spec) if compare else []
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
