@@ -15,6 +15,9 @@ import pytest
 
 DATA_DIR = Path(__file__).parent / "data"
 
+# Fails any test that starts Ray without the `ray` marker (the fast lane starts none).
+pytest_plugins = ["ray_guard"]
+
 
 def pytest_collection_modifyitems(config, items):
     if importlib.util.find_spec("ray") is not None:

@@ -138,4 +138,4 @@ def test_the_submit_driver_never_imports_torch(data_dir, tmp_path):
     assert done.stdout.strip().splitlines()[-1] == "exit 0 torch False"
 
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]  # real local Ray jobs

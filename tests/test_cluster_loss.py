@@ -10,7 +10,11 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from submit_helpers import REPO, SMALL_FLAGS, commits
+
+pytestmark = pytest.mark.ray  # a real Ray cluster that is lost
 
 
 def test_killed_raylet_ends_submit_with_one_line_and_exit_1(data_dir, tmp_path):

@@ -20,6 +20,8 @@ import pytest
 from ray_head import kill_node, node_pids, ray_env, start_head, start_node, stop_head
 from submit_helpers import REPO, SMALL_FLAGS, commits, frame_keys, read_table
 
+pytestmark = pytest.mark.ray  # a real two-node Ray cluster
+
 START_TIMEOUT = 400  # `ray start` on 2 busy shared cores can take minutes
 
 

@@ -66,6 +66,7 @@ def ray_session():
         yield ray
 
 
+@pytest.mark.ray
 def test_indexing_runs_on_the_cluster_and_the_driver_reads_no_video(ray_session, bikes, long_video, tmp_path):
     """The driver process's own reads (rchar) stay far below the videos' bytes, the MPEG-TS
     one (demuxed: no container index) included; each index lands in OUT's cache, and the
@@ -90,6 +91,7 @@ def test_indexing_runs_on_the_cluster_and_the_driver_reads_no_video(ray_session,
     assert {s.index_key for s in shards if not s.planning_error} == {s.index_key for s in here if not s.planning_error}
 
 
+@pytest.mark.ray
 def test_planning_reads_one_video_at_a_time_until_a_replica_is_up(ray_session, bikes, tmp_path):
     """On a small machine each planning task may start a Ray worker process, which would slow
     the replicas' own start: one at a time until the first replica is up, then a few per core."""
@@ -124,6 +126,7 @@ def _driver_bytes_read() -> int:
         return int(next(line for line in stream if line.startswith("rchar")).split()[1])
 
 
+@pytest.mark.ray
 def test_resume_with_another_segment_length_keeps_every_frame_once(ray_session, bikes, tmp_path):
     """Without tracking the cut does not change results (with it, track ids are stitched across
     cuts, so --segment-seconds stays part of the job's identity)."""
