@@ -23,6 +23,7 @@ import torch
 from maskray.models.choices import DEVICES
 from maskray.models.class_filter import build_class_filter
 from maskray.models.errors import UsageError
+from maskray.models.frame_prediction import FramePrediction
 from maskray.models.host_transfer import fetch, frames_to_device
 from maskray.models.registry import build_model
 from maskray.models.rle import counts_from_runs, mask_runs
@@ -50,31 +51,6 @@ class PredictorConfig:
     classes: tuple | None = None  # category names or ids to keep (None: all)
     class_thresholds: tuple = ()  # ((category name or id, threshold), ...) over score_threshold
     pre_nms_top: int | None = PRE_NMS_TOP  # box x class candidates per image into NMS (None: all)
-
-
-@dataclass
-class FramePrediction:
-    """Instances found in one frame, sorted by descending score; N may be 0.
-
-    boxes: (N, 4) float32 x1, y1, x2, y2 in the original frame's pixels.
-    scores: (N,) float32. category_ids: (N,) int32. categories: N names.
-    masks_rle: N COCO counts strings of (height, width) masks, None without a mask head.
-    mask_areas: (N,) int64 foreground pixels, None without a mask head.
-    keypoints: (N, K, 3) float32 x, y, score, None without a keypoint head.
-    """
-
-    height: int
-    width: int
-    boxes: np.ndarray
-    scores: np.ndarray
-    category_ids: np.ndarray
-    categories: list[str]
-    masks_rle: list[str] | None
-    mask_areas: np.ndarray | None
-    keypoints: np.ndarray | None
-
-    def __len__(self) -> int:
-        return len(self.scores)
 
 
 class Predictor:
@@ -171,22 +147,20 @@ class Predictor:
         predictions = []
         for index, frame in enumerate(frames):
             scores = host[f"{index}.scores"]
-            kept = int((scores >= 0).sum())
-            labels = host[f"{index}.labels"][:kept]
-            masks_rle = [next(counts) for _ in range(len(scores))][:kept] \
-                if f"{index}.areas" in host else None
-            predictions.append(FramePrediction(
+            labels = host[f"{index}.labels"]
+            masks_rle = [next(counts) for _ in range(len(scores))] if f"{index}.areas" in host else None
+            ranked = FramePrediction(
                 height=frame.shape[0],
                 width=frame.shape[1],
-                boxes=host[f"{index}.boxes"][:kept],
-                scores=scores[:kept],
+                boxes=host[f"{index}.boxes"],
+                scores=scores,
                 category_ids=labels,
                 categories=[self.spec.categories.get(int(c), str(int(c))) for c in labels],
                 masks_rle=masks_rle,
-                mask_areas=host[f"{index}.areas"][:kept] if masks_rle is not None else None,
-                keypoints=host[f"{index}.keypoints"][:kept] if f"{index}.keypoints" in host
-                else None,
-            ))
+                mask_areas=host[f"{index}.areas"] if masks_rle is not None else None,
+                keypoints=host.get(f"{index}.keypoints"),
+            )
+            predictions.append(ranked[: int((scores >= 0).sum())])  # the filtered ones come last
         return predictions
 
     def _empty(self, height: int, width: int) -> FramePrediction:

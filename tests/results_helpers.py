@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 import numpy as np
 from pycocotools import mask as coco_mask
 
-from maskray.models.predictor import FramePrediction
+from maskray.models.frame_prediction import FramePrediction
 from maskray.pipeline.output import layout, sink
 from maskray.pipeline import storage
 from maskray.pipeline.output.schema import FrameRef, predictions_to_batches

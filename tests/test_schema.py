@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from maskray.models.predictor import FramePrediction
+from maskray.models.frame_prediction import FramePrediction
 from maskray.pipeline.output.schema import (
     FRAMES_SCHEMA, INSTANCES_SCHEMA, FrameError, FrameRef, error_batches, predictions_to_batches,
 )

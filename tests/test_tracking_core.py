@@ -15,7 +15,7 @@ from maskray.jobs.training.shapes import generate_shapes
 from maskray.models.categories import COCO_CATEGORIES
 from maskray.models.class_filter import build_class_filter
 from maskray.models.errors import UsageError
-from maskray.pipeline.tracking.evaluate import sequences_from_coco, track_metrics
+from maskray.pipeline.coco.track_metrics import sequences_from_coco, track_metrics
 from maskray.pipeline.tracking.stitch import SegmentTracks, assign_track_ids
 from maskray.pipeline.tracking.tracker import Detections, Tracker, TrackerConfig
 

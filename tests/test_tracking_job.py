@@ -17,7 +17,7 @@ from maskray.pipeline.coco.evaluate import evaluate
 from maskray.pipeline.output import sink
 from maskray.pipeline.output.layout import track_ids_uri
 from maskray.pipeline.output.reader import open_output
-from maskray.pipeline.tracking.track_ids import video_key
+from maskray.pipeline.output.track_table import video_key
 from submit_helpers import frame_keys, local_ray, read_table, run_cli
 
 pytestmark = pytest.mark.ray  # every test here reads jobs run on a real local Ray

@@ -18,7 +18,7 @@ from maskray.pipeline.coco.export import coco_results
 from maskray.pipeline.coco.matching import load_ground_truth
 from maskray.pipeline.coco.scoring import coco_index, keypoint_category_ids, keypoint_count, score
 from maskray.pipeline.output.reader import open_output, write_file
-from maskray.pipeline.tracking.evaluate import evaluate_tracks
+from maskray.pipeline.coco.track_metrics import evaluate_tracks
 
 
 @dataclass

@@ -24,11 +24,11 @@ from maskray.models.errors import first_line
 from maskray.pipeline import storage
 from maskray.pipeline.inputs.errors import DecodeError
 from maskray.pipeline.inputs.frame_index import FrameIndex
+from maskray.pipeline.inputs.index_cache import video_index_uri
 from maskray.pipeline.inputs.mkv_index import EBML_MAGIC, mkv_frame_index
 from maskray.pipeline.inputs.mp4_index import mp4_frame_index
 from maskray.pipeline.inputs.range_reader import RangeReader
 from maskray.pipeline.inputs.video import build_index
-from maskray.pipeline.output import layout
 
 # Top-level ISO BMFF boxes a file may start with (MP4, MOV, 3GP, M4V).
 _MP4_FIRST_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid")
@@ -71,14 +71,14 @@ def index_video(uri: str, output: Optional[str] = None) -> tuple[FrameIndex, Ind
         raise DecodeError(f"cannot read video: {first_line(error)}", transient=storage.is_transient(error)) from None
     key = cache_key(uri, size, mtime_ns) if output else None
     if key:
-        cached = _read_cached(layout.video_index_uri(output, key))
+        cached = _read_cached(video_index_uri(output, key))
         if cached is not None:
             return cached, IndexReport("cache", 0, key)
     index, report = _index_from_source(uri)
     report = IndexReport(report.how, report.bytes_read, key)
     if key:
         try:
-            storage.write_bytes_atomic(layout.video_index_uri(output, key), index.to_bytes())
+            storage.write_bytes_atomic(video_index_uri(output, key), index.to_bytes())
         except OSError:
             pass  # a cache that cannot be written costs a rebuild next time, nothing more
     return index, report
@@ -92,7 +92,7 @@ def cached_index(uri: str, output: str) -> Optional[tuple[FrameIndex, str]]:
     except (OSError, DecodeError):
         return None
     key = cache_key(uri, size, mtime_ns)
-    index = _read_cached(layout.video_index_uri(output, key)) if key else None
+    index = _read_cached(video_index_uri(output, key)) if key else None
     return (index, key) if index is not None else None
 
 
@@ -109,7 +109,7 @@ def index_of_shard(uri: str, key: Optional[str], output: Optional[str]) -> Frame
     if key is not None and remembered in _RECENT:
         _RECENT.move_to_end(remembered)
         return _RECENT[remembered]
-    index = _read_cached(layout.video_index_uri(output, key)) if key and output else None
+    index = _read_cached(video_index_uri(output, key)) if key and output else None
     if index is None:
         try:
             index, report = storage.retrying(index_video, uri, output)

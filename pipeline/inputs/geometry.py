@@ -58,7 +58,9 @@ def fit(rgb: np.ndarray, width: int, height: int) -> tuple[np.ndarray, FrameGeom
 
 
 def restore(prediction, geometry: FrameGeometry):
-    """`prediction` (a models.predictor.FramePrediction on the array) in the frame's own pixels."""
+    """`prediction` (a models.frame_prediction.FramePrediction on the array) in the frame's
+    own pixels. Instances wholly in the padding are dropped with `prediction[keep]`, which
+    keeps every per-instance field, then the fields that hold coordinates are mapped back."""
     if geometry.unchanged:
         return prediction
     scale_x = geometry.content_width / geometry.width
@@ -67,19 +69,18 @@ def restore(prediction, geometry: FrameGeometry):
     boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, geometry.content_width) / scale_x
     boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, geometry.content_height) / scale_y
     keep = np.flatnonzero((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))  # not all padding
-    changes = {"width": geometry.width, "height": geometry.height, "boxes": boxes[keep],
-               "scores": prediction.scores[keep], "category_ids": prediction.category_ids[keep],
-               "categories": [prediction.categories[i] for i in keep]}
-    if prediction.keypoints is not None:
-        points = np.asarray(prediction.keypoints, dtype=np.float32)[keep].copy()
+    kept = prediction[keep]
+    changes = {"width": geometry.width, "height": geometry.height, "boxes": boxes[keep]}
+    if kept.keypoints is not None:
+        points = np.asarray(kept.keypoints, dtype=np.float32).copy()
         points[:, :, 0] /= scale_x
         points[:, :, 1] /= scale_y
         changes["keypoints"] = points
-    if prediction.masks_rle is not None:
-        masks = [_stretch_mask(prediction.masks_rle[i], geometry) for i in keep]
+    if kept.masks_rle is not None:
+        masks = [_stretch_mask(counts, geometry) for counts in kept.masks_rle]
         changes["masks_rle"] = [counts for counts, _ in masks]
         changes["mask_areas"] = np.array([area for _, area in masks], dtype=np.int64)
-    return dataclasses.replace(prediction, **changes)
+    return dataclasses.replace(kept, **changes)
 
 
 def _stretch_mask(counts: str, geometry: FrameGeometry) -> tuple[str, int]:

@@ -25,7 +25,7 @@ from maskray.pipeline.inputs import images
 from maskray.pipeline.inputs.container_index import index_of_shard
 from maskray.pipeline.inputs.sampling import sampled_positions
 from maskray.pipeline.inputs.video import VideoIndex, decode_segment
-from maskray.pipeline.output.schema import FrameError, FrameRef
+from maskray.pipeline.inputs.frame_ref import FrameError, FrameRef
 
 Item = Union[tuple[FrameRef, np.ndarray, FrameGeometry], FrameError]
 

@@ -32,6 +32,7 @@ from typing import Optional
 
 from maskray.models.errors import MaskrayError
 from maskray.pipeline import storage
+from maskray.pipeline.inputs.index_cache import INDEXES, video_index_uri  # noqa: F401 (OUT names)
 
 TABLE_NAMES = ("instances", "frames")
 COMMITS = "_commits"
@@ -42,7 +43,6 @@ JOB_FILE = "_job.json"
 SUCCESS_FILE = "_SUCCESS"
 DRIVER_FILE = "_driver.json"
 TRACKS_DIR = "tracks"
-INDEXES = "_index"
 JOB_FILES = (SUCCESS_FILE, DRIVER_FILE, JOB_FILE)  # maskray's own files at OUT's root
 _COMPACTED = "compacted-"
 
@@ -112,11 +112,6 @@ def track_ids_uri(output: str, video_key: str) -> str:
 
 def tracks_dir_uri(output: str) -> str:
     return storage.join(output, TRACKS_DIR)
-
-
-def video_index_uri(output: str, key: str) -> str:
-    """Where the frame index of one source version (`key`) is cached."""
-    return storage.join(output, INDEXES, f"{key}.npz")
 
 
 def is_commit_file(uri: str) -> bool:

@@ -29,7 +29,7 @@ from maskray.pipeline.output import commit_log, layout, sink
 from maskray.pipeline.output.commit_log import Committed
 from maskray.pipeline.output.layout import CommitRecord
 from maskray.pipeline.output.schema import FRAMES_SCHEMA, INSTANCES_SCHEMA
-from maskray.pipeline.tracking.track_ids import read_track_ids
+from maskray.pipeline.output.track_table import read_track_ids
 
 TABLE_SCHEMAS = {"instances": INSTANCES_SCHEMA, "frames": FRAMES_SCHEMA}
 # What `instances` shows in SQL: the parts' columns, with the segment-local `track` number

@@ -28,6 +28,7 @@ from maskray.pipeline.output.layout import CommitRecord, DamagedOutputError
 from maskray.pipeline.output.lease import Lease
 from maskray.pipeline.output.log_writer import CommitLogWriter, delete_file
 from maskray.pipeline.output.shard_writer import ShardWriter
+from maskray.pipeline.output.track_table import video_key
 
 
 class StaleWriterError(MaskrayError):
@@ -227,8 +228,6 @@ def clear_output(output: str) -> None:
             record = None
         _delete_file(uri)
         records += [record] if record else []
-    from maskray.pipeline.tracking.track_ids import video_key
-
     for path in {path for record in records for path in record.paths().values()}:
         _delete_file(layout.relative_uri(output, path))
     for key in {video_key(r.planned) for r in records if r.tracks is not None}:  # stitched track ids

@@ -1,4 +1,4 @@
-"""Scoring tracks against ground truth with identities: MOTA, IDF1 and HOTA (TrackEval).
+"""Scoring video tracks against COCO-style ground truth with identities: MOTA, IDF1 and HOTA (TrackEval).
 
 Ground truth is COCO-style video annotations that carry a `track_id` (one id per object for
 the whole video, as the synthetic shapes videos have), with `source` and `frame` on each
@@ -14,6 +14,8 @@ from typing import Optional
 
 import numpy as np
 from pycocotools import mask as mask_utils
+
+from maskray.pipeline.coco.matching import match_ground_truth
 
 
 @dataclass
@@ -102,8 +104,6 @@ def evaluate_tracks(output, gt_data: dict, *, min_score: float = 0.0) -> Optiona
     """Track metrics of an `Output` against ground truth whose video annotations carry
     `track_id`; None when the ground truth has no identities or no video frame matches."""
     import pyarrow.dataset as ds
-
-    from maskray.pipeline.coco.matching import match_ground_truth
 
     if not any("track_id" in a for a in gt_data.get("annotations", [])):
         return None

@@ -1,0 +1,74 @@
+"""A job's track ids on disk: `OUT/tracks/<video>.parquet`, written whole, read by queries.
+
+Each file maps a video's segments' local track numbers to the video's track ids (columns
+shard, track, track_id; the shard ids it was made from in its metadata). Stitching
+(pipeline/tracking/track_ids.py) decides the ids; this module only stores and reads them.
+Readers join them to the `instances` parts; until a video's file exists its `track_id` is null.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from maskray.pipeline import storage
+from maskray.pipeline.output.layout import tracks_dir_uri
+
+TRACK_IDS_SCHEMA = pa.schema([
+    pa.field("shard", pa.string(), nullable=False),
+    pa.field("track", pa.int32(), nullable=False),
+    pa.field("track_id", pa.int64(), nullable=False),
+])
+_SHARDS_KEY = b"maskray.shards"
+
+
+def video_key(shard_id: str) -> str:
+    """`vid-<digest>` from a segment's shard id `vid-<digest>-f<start>-<end>`."""
+    return shard_id.rsplit("-", 2)[0]
+
+
+def write_track_ids(uri: str, rows: list[tuple[str, int, int]], shard_ids: list[str]) -> None:
+    """(shard, track, track_id) rows of one video, made from segments `shard_ids`, written whole."""
+    table = pa.table({
+        "shard": pa.array([r[0] for r in rows], pa.string()),
+        "track": pa.array([r[1] for r in rows], pa.int32()),
+        "track_id": pa.array([r[2] for r in rows], pa.int64()),
+    }, schema=TRACK_IDS_SCHEMA.with_metadata({_SHARDS_KEY: json.dumps(shard_ids).encode()}))
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    storage.write_bytes_atomic(uri, sink.getvalue().to_pybytes())
+
+
+def stored_shards(uri: str) -> Optional[list[str]]:
+    """The segments a stored file was made from; None when it is missing or unreadable."""
+    if not storage.exists(uri):
+        return None
+    try:
+        data = storage.read_bytes(uri)
+        metadata = pq.read_schema(pa.BufferReader(data)).metadata or {}
+        return json.loads(metadata.get(_SHARDS_KEY, b"null"))
+    except (OSError, ValueError, pa.ArrowInvalid):
+        return None  # unreadable: write it again
+
+
+def read_track_ids(output: str, committed_shards) -> pa.Table:
+    """(shard, track, track_id) rows of every stitched video whose segments are all committed."""
+    committed_shards = set(committed_shards)
+    tables = []
+    try:
+        found = storage.list_files(tracks_dir_uri(output))
+    except FileNotFoundError:
+        found = []
+    for uri, _ in found:
+        if not uri.endswith(".parquet"):
+            continue
+        table = pq.read_table(pa.BufferReader(storage.read_bytes(uri)))
+        shards = json.loads((table.schema.metadata or {}).get(_SHARDS_KEY, b"[]"))
+        if set(shards) <= committed_shards:
+            tables.append(table.replace_schema_metadata(None).cast(TRACK_IDS_SCHEMA))
+    if not tables:
+        return TRACK_IDS_SCHEMA.empty_table()
+    return pa.concat_tables(tables)
