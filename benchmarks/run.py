@@ -1,4 +1,4 @@
-"""maskray's performance benchmark: one command, every figure of the README's Performance section.
+"""maskray's performance benchmark: one command, every figure of docs/performance.md.
 
     .venv/bin/python -m benchmarks.run            # the full CPU run (about 10 min on 2 quiet cores)
     .venv/bin/python -m benchmarks.run --quick    # a smoke run of every section (a few min)
