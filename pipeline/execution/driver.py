@@ -41,6 +41,7 @@ from maskray.pipeline.tracking.segment import HEAD_FRAMES
 from maskray.pipeline.tracking.track_ids import stitch_job
 from maskray.pipeline.output.layout import covered_shards
 from maskray.pipeline.output.sink import OutputSink, StaleWriterError, refuse_overlap
+from maskray.pipeline.weights_location import resolve_job_weights, ship_weights
 
 
 @dataclass
@@ -63,6 +64,7 @@ def run(spec, *, overwrite: bool = False, connect: Optional[Callable[[], None]] 
         refuse_overlap(spec.output, spec.sources)
     if preflight:
         preflight()
+    weights = resolve_job_weights(spec)  # fetched and checked once, before Ray: a mistake fails at once
     connect = Once(connect or (lambda: None))
     media = list_sources(spec, connect, overwrite)  # UsageError for a missing or empty source
     sink = OutputSink(spec.output)
@@ -73,7 +75,7 @@ def run(spec, *, overwrite: bool = False, connect: Optional[Callable[[], None]] 
     heartbeat = Heartbeat(sink, manifest["job_id"])
     try:
         heartbeat.start()
-        outcome = _run(spec, sink, media, manifest, heartbeat, connect, stream, terminal)
+        outcome = _run(spec, sink, media, manifest, heartbeat, connect, stream, terminal, weights)
     except BaseException as error:
         heartbeat.stop("failed", error_line(error) or type(error).__name__)
         sink.on_write_failed(error)
@@ -85,7 +87,8 @@ def run(spec, *, overwrite: bool = False, connect: Optional[Callable[[], None]] 
     return outcome
 
 
-def _run(spec, sink: OutputSink, media, manifest, heartbeat: Heartbeat, connect, stream, terminal) -> JobOutcome:
+def _run(spec, sink: OutputSink, media, manifest, heartbeat: Heartbeat, connect, stream, terminal,
+         weights=None) -> JobOutcome:
     started = time.time()
     plan = committed = None
     if manifest.get("plan_workers"):
@@ -113,7 +116,10 @@ def _run(spec, sink: OutputSink, media, manifest, heartbeat: Heartbeat, connect,
     heartbeat.rate = lambda: progress.rate
     if pending or not feed.done:
         size = workers if not feed.done else min(workers, len(pending))
-        pool = WorkerPool(spec, sink, size, gpus_per_worker, cpus_per_worker,
+        weights = ship_weights(weights)  # into Ray's object store; every replica starts from it
+        if weights is not None:
+            progress.log(f"{weights.describe()}: read once, sent to the replicas through Ray's object store")
+        pool = WorkerPool(spec, sink, size, gpus_per_worker, cpus_per_worker, weights=weights,
                           on_started=lambda placement: progress.log(f"worker started: {placement_text(placement)}"))
         try:
             heartbeat.phase = "loading the model"
