@@ -84,7 +84,7 @@ class JobSpec:
             self.score_threshold, self.class_thresholds = default, {**self.class_thresholds, **per_class}
         if isinstance(self.classes, str):
             self.classes = parse_classes(self.classes)
-        # A local weights file is named by its absolute path so workers anywhere resolve it.
+        # A local weights file is named by its absolute path: `_job.json` says which file it was.
         if self.weights not in ("coco", "none", "demo") and os.path.exists(self.weights):
             self.weights = os.path.abspath(self.weights)
 

@@ -11,6 +11,8 @@ write lifecycle (lease, `_job.json`, commits, `_SUCCESS`) is `OutputSink`'s; the
 calls it. Shards go to whichever actor is free; a failed attempt is retried on a fresh actor,
 and a shard that fails every attempt is bisected (`tasks.py`) so one bad input becomes error
 rows instead of failing the job. Committed shards are skipped, which is how a re-run resumes.
+The weights are fetched and checked once, here, before Ray starts, and reach every replica
+through Ray's object store (`pipeline/weights_location.py`).
 
 `spec` is a `jobs.spec.JobSpec` (read through its attributes; pipeline does not import jobs).
 """
