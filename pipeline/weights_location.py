@@ -62,6 +62,36 @@ class ShippedWeights:
         return f"weights {self.name} ({self.size / 1e6:.1f} MB, sha256 {self.sha256[:12]})"
 
 
+class JobWeights:
+    """A job's weights in the driver: resolved once, when Ray is first needed (after the cheap
+    checks of sources and OUT, before Ray is touched; never for a re-run with nothing left to
+    do), then shipped once for every replica."""
+
+    def __init__(self, spec):
+        self._spec = spec
+        self._resolved: Optional[ResolvedWeights] = None
+        self._done = False
+        self._shipped: Optional[ShippedWeights] = None
+
+    def resolve(self) -> None:
+        if not self._done:
+            self._resolved, self._done = resolve_job_weights(self._spec), True
+
+    def before(self, connect):
+        """`connect`, preceded by resolving the weights (a mistake fails before Ray starts)."""
+        def resolve_then_connect() -> None:
+            self.resolve()
+            connect()
+        return resolve_then_connect
+
+    def ship(self) -> Optional[ShippedWeights]:
+        """The shipped weights (`ray.put` on the first call); None for `none`."""
+        self.resolve()
+        if self._shipped is None:
+            self._shipped = ship_weights(self._resolved)
+        return self._shipped
+
+
 def resolve_job_weights(spec) -> Optional[ResolvedWeights]:
     """`resolve_weights` for a job spec (read through its attributes: pipeline never imports jobs)."""
     return resolve_weights(spec.weights, model=spec.model, sha256=getattr(spec, "weights_sha256", None),
