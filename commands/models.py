@@ -11,8 +11,9 @@ from maskray.pipeline.text_table import table_lines
 def models_command():
     """List the models, what they predict, and which weights are available here.
 
-    `coco` weights are torchvision's published files, looked up in the torch hub cache
-    (never downloaded by maskray); `demo` weights ship with maskray.
+    `coco` weights are torchvision's published files in the torch hub cache (`maskray
+    submit --weights coco` downloads them there once when missing, unless --offline);
+    `demo` weights ship with maskray.
 
     \b
     Example:

@@ -11,7 +11,10 @@ from maskray.models.choices import PRECISIONS
 @click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
 @click.option("--output", "-o", required=True, help="Output folder or s3:// / gs:// prefix (OUT).")
 @click.option("--model", default="maskrcnn_resnet50_fpn", show_default=True, help="Model name (see `maskray models`).")
-@click.option("--weights", default="coco", show_default=True, help="coco | none | demo | PATH to a state dict.")
+@click.option("--weights", default="coco", show_default=True,
+              help="coco | none | demo | PATH, s3://, gs:// or https:// URI of a state dict (see docs/weights.md).")
+@click.option("--weights-sha256", metavar="HEX", help="Refuse PATH/URI weights whose sha256 does not start with HEX.")
+@click.option("--offline", is_flag=True, help="Never download weights (coco, https): fail in one line if not cached.")
 @click.option("--min-size", type=int, help="Shorter side the model resizes to (default: the model's).")
 @click.option("--max-size", type=int, help="Longest side limit after resizing (default: the model's).")
 @click.option("--score-threshold", default="0.5", show_default=True,

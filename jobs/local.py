@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Optional, TextIO
 
 from maskray.jobs.spec import JobSpec
@@ -38,23 +37,17 @@ def run_job(spec: JobSpec, address: Optional[str] = None, *, overwrite: bool = F
         outcome = driver.run(
             spec, overwrite=overwrite, stream=stream, maskray_version=_version(),
             connect=lambda: ray_held.enter_context(ray_session(address)),
-            preflight=lambda: _check_model_and_weights(spec, on_this_machine=not address),
+            preflight=lambda: _check_model(spec),
         )
         return outcome.exit_code
 
 
-def _check_model_and_weights(spec: JobSpec, on_this_machine: bool) -> None:
-    """Fail in a second, not after starting Ray and the workers: an unknown model, and (when
-    the workers run here) a weights file that is not there. Torch-free, so the driver process
-    stays small: the workers load (and fully check) the weights."""
-    from maskray.models.errors import WeightsError
+def _check_model(spec: JobSpec) -> None:
+    """Fail in a second, not after starting Ray: an unknown model. Torch-free. The weights are
+    read and checked next, by the driver, once for every replica (`pipeline/weights_location.py`)."""
     from maskray.models.specs import get_spec
 
     get_spec(spec.model)  # UsageError naming the choices
-    if not on_this_machine or spec.weights in ("none", "demo", "coco") or "://" in spec.weights:
-        return
-    if not os.path.isfile(os.path.expanduser(spec.weights)):
-        raise WeightsError(f"weights file {spec.weights} does not exist (or use one of: coco, none, demo)")
 
 
 def _version() -> str:

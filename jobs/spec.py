@@ -18,6 +18,7 @@ from maskray.jobs.uri_credentials import refuse_credentials
 from maskray.models.choices import PRECISIONS
 from maskray.models.class_filter import build_class_filter, parse_classes, parse_score_thresholds
 from maskray.models.errors import UsageError
+from maskray.models.weight_integrity import parse_digest
 from maskray.models.specs import get_spec
 from maskray.pipeline import storage
 
@@ -47,6 +48,8 @@ class JobSpec:
     output: str
     model: str = "maskrcnn_resnet50_fpn"
     weights: str = "coco"
+    weights_sha256: Optional[str] = None  # sha256 (or a prefix of 8+ hex digits) of PATH/URI weights
+    offline: bool = False  # never download (coco, https weights)
     min_size: Optional[int] = None  # None: the model's own default
     max_size: Optional[int] = None
     score_threshold: float = 0.5
@@ -81,7 +84,7 @@ class JobSpec:
             self.score_threshold, self.class_thresholds = default, {**self.class_thresholds, **per_class}
         if isinstance(self.classes, str):
             self.classes = parse_classes(self.classes)
-        # A local weights file is named by its absolute path so workers anywhere resolve it.
+        # A local weights file is named by its absolute path: `_job.json` says which file it was.
         if self.weights not in ("coco", "none", "demo") and os.path.exists(self.weights):
             self.weights = os.path.abspath(self.weights)
 
@@ -106,6 +109,10 @@ class JobSpec:
                 raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
         if self.min_size and self.max_size and self.min_size > self.max_size:
             raise UsageError(f"--min-size ({self.min_size}) is larger than --max-size ({self.max_size})")
+        if self.weights_sha256 is not None:
+            self.weights_sha256 = parse_digest(self.weights_sha256)
+            if self.weights in ("coco", "none", "demo"):
+                raise UsageError(f"--weights-sha256 checks a PATH or URI, not --weights {self.weights}")
         if self.workers is not None and self.workers <= 0:
             raise UsageError(f"--workers must be a positive integer, got {self.workers}")
         if self.every is not None and self.every <= 0:

@@ -39,6 +39,7 @@ class PredictorConfig:
 
     model: str = "maskrcnn_resnet50_fpn"
     weights: str = "coco"
+    weights_sha256: str | None = None  # checked against bytes handed to the Predictor
     min_size: int | None = None
     max_size: int | None = None
     score_threshold: float = 0.5
@@ -54,9 +55,12 @@ class PredictorConfig:
 
 
 class Predictor:
-    """Loads `config.model` with `config.weights` once; `predict` runs batches of frames."""
+    """Loads `config.model` with `config.weights` once; `predict` runs batches of frames.
 
-    def __init__(self, config: PredictorConfig):
+    `weights_data`: the weights file's bytes, fetched by a job's driver (replicas read nothing
+    themselves); without them `config.weights` is read here."""
+
+    def __init__(self, config: PredictorConfig, weights_data: bytes | None = None):
         _validate(config)
         self.config = config
         self.device = _pick_device(config.device)
@@ -71,6 +75,8 @@ class Predictor:
             config.model,
             config.weights,
             seed=config.seed,
+            weights_data=weights_data,
+            weights_sha256=config.weights_sha256,
             min_size=config.min_size,
             max_size=config.max_size,
             score_threshold=self.class_filter.lowest_threshold,

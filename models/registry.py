@@ -42,6 +42,8 @@ def build_model(
     roi_op: str = "align",
     mask_loss: str = "sigmoid",
     mask_head: str = "fcn",
+    weights_data: bytes | None = None,
+    weights_sha256: str | None = None,
 ) -> tuple[nn.Module, str]:
     """Model `name` with `weights` (coco | none | demo | PATH), in eval mode, on the CPU.
 
@@ -54,6 +56,8 @@ def build_model(
     torchvision's way; see models/roi_heads.py).
     `candidate_filter`: `keep(labels, scores)` applied before that cap and the NMS (the classes
     and per-class thresholds of `models.class_filter`); None keeps every class.
+    `weights_data`: the file's bytes when they were fetched elsewhere (a job's driver), checked
+    against `weights_sha256`; `weights` then only says what they are (coco, demo, a location).
     Returns (model, weights_id); `weights_id` identifies the weights in every output.
     """
     spec = get_spec(name)
@@ -74,7 +78,8 @@ def build_model(
         model = NullModel().eval()
         model.maskray_spec, model.maskray_recipe = spec, None
         return model, "null"
-    loaded = load_weights(weights, model=spec.name, coco_file=spec.coco_weights, seed=seed)
+    loaded = load_weights(weights, model=spec.name, coco_file=spec.coco_weights, seed=seed,
+                          data=weights_data, sha256=weights_sha256)
     if loaded.recipe is not None:
         recipe = loaded.recipe
         if recipe.model not in MODELS or MODELS[recipe.model].family == "null":

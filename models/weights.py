@@ -1,13 +1,14 @@
 """Where a model's weights come from: `coco`, `none`, `demo` or a PATH/URI to a state dict.
 
 Every file is read with `torch.load(..., weights_only=True)`: tensors and plain containers
-only, never arbitrary pickles. Nothing is ever downloaded: `coco` weights are looked up in the
-torch hub cache, where torchvision puts them once fetched on a machine with internet.
+only, never arbitrary pickles. A job's replicas get the file's bytes from the driver (which
+fetched and checked them once, `pipeline/weights_location.py`) with their sha256, checked
+again here; without bytes (training, evaluation, a Predictor of one's own) the weights are
+read where they are, and `coco` is looked up in the torch hub cache, never downloaded.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +17,12 @@ import torch
 
 from maskray.models.errors import WeightsError, first_line
 from maskray.models.recipe import CHECKPOINT_VERSION, Recipe
+from maskray.models.weight_files import (  # noqa: F401 - part of this module's interface
+    DEMO_WEIGHTS, coco_cache_dir, coco_weights_cached, demo_weights_present, not_cached_line,
+)
+from maskray.models.weight_integrity import check_digest
 
 KEYWORDS = ("coco", "none", "demo")
-DEMO_WEIGHTS = Path(__file__).resolve().parent / "weights" / "demo.pt"
 
 
 @dataclass
@@ -32,32 +36,19 @@ class LoadedWeights:
     source: str  # for messages: the file or keyword the weights came from
 
 
-def coco_cache_dir() -> Path:
-    """The folder torchvision downloads published weights to (honours TORCH_HOME)."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-def coco_weights_cached(name: str) -> bool | None:
-    """Whether model `name`'s COCO weights are in the local cache; None if it has none."""
-    from maskray.models.specs import get_spec
-
-    filename = get_spec(name).coco_weights
-    if filename is None:
-        return None
-    return (coco_cache_dir() / filename).is_file()
-
-
-def demo_weights_present() -> bool:
-    """Whether the embedded demo model's weights are shipped in this installation."""
-    return DEMO_WEIGHTS.is_file()
-
-
 def load_weights(
-    weights: str, *, model: str, coco_file: str | None, seed: int = 0
+    weights: str, *, model: str, coco_file: str | None, seed: int = 0,
+    data: bytes | None = None, sha256: str | None = None,
 ) -> LoadedWeights:
-    """Resolves `weights` for model `model` (whose published file is `coco_file`)."""
+    """Resolves `weights` for model `model` (whose published file is `coco_file`).
+
+    `data`: the weights file's bytes, already fetched (a job's replicas get them from the
+    driver); `sha256` is checked against them. Without `data` the file is read here.
+    """
     if weights == "none":
         return LoadedWeights("none", f"none:seed{seed}", None, None, "none")
+    if data is not None:
+        return _from_bytes(weights, data, sha256, coco_file)
     if weights == "coco":
         return _load_coco(model, coco_file)
     if weights == "demo":
@@ -66,12 +57,19 @@ def load_weights(
                 f"demo weights are missing: {DEMO_WEIGHTS} is not in this installation "
                 "(train them with `maskray train`, or use --weights none)"
             )
-        data = DEMO_WEIGHTS.read_bytes()
-        state_dict, recipe = _parse(data, str(DEMO_WEIGHTS))
-        return LoadedWeights("demo", f"demo:{_digest(data)}", state_dict, recipe, "demo")
-    data = _read_bytes(weights)
-    state_dict, recipe = _parse(data, weights)
-    return LoadedWeights("file", f"file:{_digest(data)}", state_dict, recipe, weights)
+        return _from_bytes("demo", DEMO_WEIGHTS.read_bytes(), sha256, coco_file, source=str(DEMO_WEIGHTS))
+    return _from_bytes(weights, _read_bytes(weights), sha256, coco_file)
+
+
+def _from_bytes(weights: str, data: bytes, sha256: str | None, coco_file: str | None,
+                source: str | None = None) -> LoadedWeights:
+    """`LoadedWeights` of a file's bytes: digest checked, then parsed (weights_only)."""
+    kind = weights if weights in ("coco", "demo") else "file"
+    source = source or (coco_file if kind == "coco" else weights)
+    digest = check_digest(data, sha256, source)
+    state_dict, recipe = _parse(data, source)
+    weights_id = f"coco:{coco_file}" if kind == "coco" else f"{kind}:{digest[:12]}"
+    return LoadedWeights(kind, weights_id, state_dict, recipe, source)
 
 
 def make_checkpoint(model: torch.nn.Module) -> dict:
@@ -121,13 +119,8 @@ def _load_coco(model: str, coco_file: str | None) -> LoadedWeights:
         )
     path = coco_cache_dir() / coco_file
     if not path.is_file():
-        raise WeightsError(
-            f"COCO weights {coco_file} are not in the local cache and maskray never downloads: "
-            f"put {coco_file} (from https://download.pytorch.org/models/{coco_file}) into "
-            f"{path.parent}/"
-        )
-    state_dict, recipe = _parse(path.read_bytes(), str(path))
-    return LoadedWeights("coco", f"coco:{coco_file}", state_dict, recipe, str(path))
+        raise WeightsError(not_cached_line(coco_file, "only `maskray submit` downloads them"))
+    return _from_bytes("coco", path.read_bytes(), None, coco_file, source=str(path))
 
 
 def _read_bytes(location: str) -> bytes:
@@ -173,6 +166,3 @@ def _parse(data: bytes, source: str) -> tuple[dict[str, torch.Tensor], Recipe | 
         raise WeightsError(f"{source} holds no state dict (a mapping of names to tensors)")
     return content, recipe
 
-
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:12]

@@ -115,15 +115,17 @@ def test_work_begins_on_the_first_replica_up(tmp_path):
 
 @pytest.mark.ray
 def test_a_replica_that_cannot_load_its_weights_gives_the_users_line(data_dir, tmp_path):
-    """`coco` weights offline pass the driver's checks and fail in the replicas: the user
-    still gets the replica's own one line and exit code 2, not a Ray traceback."""
-    torch_home = tmp_path / "torch-home"
-    environment = dict(os.environ, TORCH_HOME=str(torch_home))
+    """Weights the driver can read and hash but no replica can load (not a state dict) fail in
+    the replicas: the user still gets the replica's own one line and exit code 2, not a Ray
+    traceback. (`coco` offline fails earlier, in the driver: tests/test_weights_location.py.)"""
+    weights = tmp_path / "notes.pt"
+    weights.write_text("these are not weights\n")
     result = run_cli("submit", data_dir / "images" / "rocket.jpg", "--output", tmp_path / "out",
-                     "--model", "maskrcnn_resnet50_fpn", "--weights", "coco", "--min-size", "128",
-                     "--max-size", "256", "--workers", "2", env=environment)
+                     "--model", "demo", "--weights", weights, "--min-size", "128",
+                     "--max-size", "256", "--workers", "2")
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, result.stderr[-2000:]
     errors = [line for line in lines if line.startswith("maskray: error: ")]
-    assert len(errors) == 1 and errors == lines[-1:] and str(torch_home) in errors[0], lines
+    assert len(errors) == 1 and errors == lines[-1:] and str(weights) in errors[0], lines
+    assert "weights_only=True" in errors[0]
     assert "Traceback" not in result.stderr

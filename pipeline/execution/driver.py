@@ -11,6 +11,8 @@ write lifecycle (lease, `_job.json`, commits, `_SUCCESS`) is `OutputSink`'s; the
 calls it. Shards go to whichever actor is free; a failed attempt is retried on a fresh actor,
 and a shard that fails every attempt is bisected (`tasks.py`) so one bad input becomes error
 rows instead of failing the job. Committed shards are skipped, which is how a re-run resumes.
+The weights are fetched and checked once, here, just before Ray starts, and reach every
+replica through Ray's object store (`pipeline/weights_location.py`).
 
 `spec` is a `jobs.spec.JobSpec` (read through its attributes; pipeline does not import jobs).
 """
@@ -41,6 +43,7 @@ from maskray.pipeline.tracking.segment import HEAD_FRAMES
 from maskray.pipeline.tracking.track_ids import stitch_job
 from maskray.pipeline.output.layout import covered_shards
 from maskray.pipeline.output.sink import OutputSink, StaleWriterError, refuse_overlap
+from maskray.pipeline.weights_location import JobWeights
 
 
 @dataclass
@@ -63,7 +66,8 @@ def run(spec, *, overwrite: bool = False, connect: Optional[Callable[[], None]] 
         refuse_overlap(spec.output, spec.sources)
     if preflight:
         preflight()
-    connect = Once(connect or (lambda: None))
+    weights = JobWeights(spec)  # fetched and checked once, just before Ray starts
+    connect = Once(weights.before(connect or (lambda: None)))
     media = list_sources(spec, connect, overwrite)  # UsageError for a missing or empty source
     sink = OutputSink(spec.output)
     manifest = sink.on_write_start(
@@ -73,7 +77,7 @@ def run(spec, *, overwrite: bool = False, connect: Optional[Callable[[], None]] 
     heartbeat = Heartbeat(sink, manifest["job_id"])
     try:
         heartbeat.start()
-        outcome = _run(spec, sink, media, manifest, heartbeat, connect, stream, terminal)
+        outcome = _run(spec, sink, media, manifest, heartbeat, connect, stream, terminal, weights)
     except BaseException as error:
         heartbeat.stop("failed", error_line(error) or type(error).__name__)
         sink.on_write_failed(error)
@@ -85,7 +89,8 @@ def run(spec, *, overwrite: bool = False, connect: Optional[Callable[[], None]] 
     return outcome
 
 
-def _run(spec, sink: OutputSink, media, manifest, heartbeat: Heartbeat, connect, stream, terminal) -> JobOutcome:
+def _run(spec, sink: OutputSink, media, manifest, heartbeat: Heartbeat, connect, stream, terminal,
+         weights=None) -> JobOutcome:
     started = time.time()
     plan = committed = None
     if manifest.get("plan_workers"):
@@ -113,7 +118,10 @@ def _run(spec, sink: OutputSink, media, manifest, heartbeat: Heartbeat, connect,
     heartbeat.rate = lambda: progress.rate
     if pending or not feed.done:
         size = workers if not feed.done else min(workers, len(pending))
-        pool = WorkerPool(spec, sink, size, gpus_per_worker, cpus_per_worker,
+        weights = weights.ship()  # into Ray's object store; every replica starts from it
+        if weights is not None:
+            progress.log(f"{weights.describe()}: read once, sent to the replicas through Ray's object store")
+        pool = WorkerPool(spec, sink, size, gpus_per_worker, cpus_per_worker, weights=weights,
                           on_started=lambda placement: progress.log(f"worker started: {placement_text(placement)}"))
         try:
             heartbeat.phase = "loading the model"

@@ -34,7 +34,7 @@ class ShardWorker:
     """Holds one Predictor; `process(shard)` decodes, predicts, writes and commits a shard."""
 
     def __init__(self, predictor_config: dict, sink, batch_size: int, force_cpu: bool = False,
-                 tracking: Optional[dict] = None):
+                 tracking: Optional[dict] = None, weights_data: Optional[bytes] = None):
         from maskray.models.errors import MaskrayError
         from maskray.models.predictor import Predictor, PredictorConfig
 
@@ -47,7 +47,8 @@ class ShardWorker:
         # raised by every call: Ray then hands the driver the error itself, not a dead actor.
         self.startup_error: Optional[MaskrayError] = None
         try:
-            self.predictor = Predictor(PredictorConfig(**config))
+            # `weights_data`: the bytes the driver fetched (Ray resolved their ObjectRef).
+            self.predictor = Predictor(PredictorConfig(**config), weights_data=weights_data)
         except MaskrayError as error:
             self.startup_error = error
         self.sink = sink  # pipeline.output.sink.OutputSink: where and for which job we write

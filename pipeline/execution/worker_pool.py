@@ -42,9 +42,12 @@ def pool_size(spec) -> tuple[int, float, float]:
     return workers, gpus_per_worker, cpus_per_worker
 
 
-def predictor_config(spec) -> dict:
+def predictor_config(spec, weights=None) -> dict:
+    """The replicas' `PredictorConfig` fields; `weights` (`ShippedWeights`) adds the sha256 that
+    the bytes they are given (the actor's last argument) must have."""
     return {
         "model": spec.model, "weights": spec.weights, "min_size": spec.min_size,
+        "weights_sha256": weights.sha256 if weights is not None else None,
         "max_size": spec.max_size, "score_threshold": spec.score_threshold,
         "mask_threshold": spec.mask_threshold, "max_instances": spec.max_instances,
         "precision": spec.precision, "pre_nms_top": spec.pre_nms_top,
@@ -71,7 +74,7 @@ class WorkerPool:
     """
 
     def __init__(self, spec, sink, size, gpus_per_worker, cpus_per_worker,
-                 on_started: Optional[Callable[[dict], None]] = None):
+                 on_started: Optional[Callable[[dict], None]] = None, weights=None):
         import ray
 
         from maskray.pipeline.execution.worker import ShardWorker
@@ -79,7 +82,10 @@ class WorkerPool:
         self.sink = sink  # the output the actors write to (the driver records commits there)
         options = dict(num_gpus=gpus_per_worker, num_cpus=cpus_per_worker, max_restarts=0)
         self._cls = ray.remote(ShardWorker).options(**options)
-        self._args = (predictor_config(spec), sink, spec.batch_size, bool(spec.cpu), tracking_config(spec))
+        # The weights' ObjectRef as a top-level argument: Ray hands each replica the bytes
+        # (fetched to its node once), so no replica reads the weights' location itself.
+        self._args = (predictor_config(spec, weights), sink, spec.batch_size, bool(spec.cpu), tracking_config(spec),
+                      weights.ref if weights is not None else None)
         self._on_started = on_started or (lambda placement: None)
         self._idle: list = []
         self._all: list = []
