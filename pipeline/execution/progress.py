@@ -34,7 +34,10 @@ class Progress:
         self.shards = done_shards
         self.instances = 0
         self.errors = 0
-        self.retries = 0
+        self.retries = 0  # attempts charged to a shard's retry budget
+        self.preemptions = 0  # shards requeued because their node was preempted (drained): free
+        self.nodes_lost = 0  # shards requeued because their node died without notice: free
+        self.replicas_text = lambda: ""  # replicas per node and their state (set by the driver)
         self.interval = interval
         self.created = self.started = time.monotonic()
         self._last_line = self.started
@@ -94,6 +97,14 @@ class Progress:
         self.retries += 1
         self.log(f"shard {shard_id}: {reason}; retrying (attempt {attempt})")
 
+    def requeued(self, shard_id: str, reason: str, preempted: bool) -> None:
+        """A shard goes back to the queue through no fault of its own: no retry is charged."""
+        if preempted:
+            self.preemptions += 1
+        else:
+            self.nodes_lost += 1
+        self.log(f"shard {shard_id}: {reason}; back in the queue (no retry charged)")
+
     def tick(self) -> None:
         """Called often; prints a plain line when `interval` has passed (non-terminal only)."""
         now = time.monotonic()
@@ -114,6 +125,16 @@ class Progress:
         return (self.frames - self.resumed_frames) / elapsed if elapsed > 0 else 0.0
 
     def status_line(self) -> str:
+        return self._counts_line() + self._cluster_text()
+
+    def _cluster_text(self) -> str:
+        text = ""
+        if self.retries or self.preemptions or self.nodes_lost:
+            text += f", {self.retries} retries, {self.preemptions} preemptions, {self.nodes_lost} lost to nodes"
+        replicas = self.replicas_text()
+        return text + (f" [{replicas}]" if replicas else "")
+
+    def _counts_line(self) -> str:
         rate = self.rate
         if self.planning:
             return (f"{self.frames}/? frames (planning), {self.shards}/? shards, {rate:.1f} frames/s, ETA ?, "
@@ -136,6 +157,8 @@ class Progress:
             "instances_this_run": self.instances,
             "errors_this_run": self.errors,
             "retries": self.retries,
+            "preemptions": self.preemptions,
+            "nodes_lost": self.nodes_lost,
             "wall_s": round(wall, 3),
             "frames_per_s": round(self.rate, 3),
         }
@@ -149,7 +172,8 @@ class Progress:
 
     def _set_postfix(self) -> None:
         total = "? (planning)" if self.planning else self.total_shards
-        self._bar.set_postfix_str(f"shards {self.shards}/{total}, errors {self.errors}", refresh=False)
+        freed = f", preempted {self.preemptions}" if self.preemptions else ""
+        self._bar.set_postfix_str(f"shards {self.shards}/{total}, errors {self.errors}{freed}", refresh=False)
 
 
 def _isatty(stream) -> bool:
