@@ -42,6 +42,7 @@ def dispatch(pool: WorkerPool, feed, pending: list[ShardTask], committed: dict, 
     running: dict = {}  # ObjectRef -> (task, replica)
     lost: dict = {}  # id(task) -> (task, replica, error, since): replica gone, cause not yet known
     watch = ClusterWatch(on_lost=on_lost)
+    noticed: set = set()  # draining nodes already reported
     progress.replicas_text = lambda: _replicas_text(pool)
     try:
         while queue or running or lost or not feed.done:
@@ -50,6 +51,7 @@ def dispatch(pool: WorkerPool, feed, pending: list[ShardTask], committed: dict, 
             if not feed.done:  # waits a little only when nothing else is going on
                 queue.extend(feed.take(timeout=0.0 if queue or running or lost else 0.5))
                 heartbeat.phase = "running" if feed.done else "running, planning"
+            _report_drain_notices(pool, watch, noticed, progress, metrics)
             _follow_cluster(pool, watch, feed, queue, running)
             if request is not None:
                 request.update(len(queue), len(running))
@@ -133,6 +135,21 @@ def _follow_cluster(pool: WorkerPool, watch: ClusterWatch, feed, queue: deque, r
     pool.follow(nodes, watch.draining(), limit=limit)
 
 
+def _report_drain_notices(pool: WorkerPool, watch: ClusterWatch, noticed: set, progress, metrics) -> None:
+    """Count each drain notice for a node that runs replicas of ours, once."""
+    for node_id, deadline in watch.draining().items():
+        if node_id in noticed:
+            continue
+        ours = [r for r in pool.replicas if r.node_id == node_id]
+        if not ours:
+            continue
+        noticed.add(node_id)
+        when = f"deadline in {deadline - time.time():.0f}s" if deadline else "no deadline"
+        progress.preempted(node_id, when, len(ours))
+        if metrics is not None:
+            metrics.preempted()
+
+
 def _act_on_drain_notices(pool: WorkerPool, watch: ClusterWatch, running: dict, queue: deque, progress,
                           metrics) -> None:
     """In-flight shards on draining nodes: keep those that finish before the deadline, requeue the rest."""
@@ -155,7 +172,7 @@ def _act_on_drain_notices(pool: WorkerPool, watch: ClusterWatch, running: dict, 
 def _requeue(task: ShardTask, queue: deque, progress, metrics, reason: str, preempted: bool) -> None:
     progress.requeued(task.shard.id, reason, preempted)
     if metrics is not None:
-        metrics.requeued(preempted)
+        metrics.requeued_shard()
     queue.appendleft(task)
 
 

@@ -161,13 +161,14 @@ def _run(spec, sink: OutputSink, media, manifest, heartbeat: Heartbeat, connect,
         f"done: {summary['frames']} frames, {summary['instances']} instances, {errors} errors"
         f" in {summary['run']['wall_s']:.1f}s ({summary['run']['frames_per_s']:.1f} frames/s);"
         f" {summary['run']['retries']} retries, {summary['run']['preemptions']} preemptions,"
-        f" {summary['run']['nodes_lost']} shards lost to nodes; output {spec.output}"
+        f" {summary['run']['requeued_shards']} shards requeued free; output {spec.output}"
     )
     return JobOutcome(3 if errors else 0, summary)
 
 
 def _run_counts(progress: Progress) -> dict:
-    return {"retries": progress.retries, "preemptions": progress.preemptions, "nodes_lost": progress.nodes_lost}
+    return {"retries": progress.retries, "preemptions": progress.preemptions,
+            "requeued_shards": progress.requeued_shards, "nodes_lost": progress.nodes_lost}
 
 
 def _metrics(job_id: str):

@@ -7,7 +7,8 @@ scrapes Ray, shown by the Ray dashboard and Grafana). Every series carries the j
 - `maskray_frames` / `maskray_instances` / `maskray_errors`: counters of committed work;
 - `maskray_shard_seconds`, `maskray_decode_wait_seconds`: histograms per committed shard;
 - `maskray_queue_length`, `maskray_replicas` (by state): gauges;
-- `maskray_preemptions`, `maskray_retries`, `maskray_nodes_lost`: counters.
+- `maskray_preemptions` (drain notices for nodes with replicas), `maskray_requeued_shards`
+  (put back from drained or lost nodes, not charged), `maskray_retries` (charged): counters.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ class JobMetrics:
         self.frames = counter("maskray_frames", "Frames committed (processed and written).")
         self.instances = counter("maskray_instances", "Instances committed.")
         self.errors = counter("maskray_errors", "Frames recorded as errors.")
-        self.preemptions = counter("maskray_preemptions", "Shards requeued because their node was preempted.")
+        self.preemptions = counter("maskray_preemptions", "Drain notices (preemptions) for nodes running replicas.")
         self.retries = counter("maskray_retries", "Shard attempts retried after a failure (charged to the budget).")
-        self.nodes_lost = counter("maskray_nodes_lost", "Shards requeued because their node was lost.")
+        self.requeued = counter("maskray_requeued_shards", "Shards put back from drained or lost nodes (not charged).")
         self.shard_seconds = metrics.Histogram(
             "maskray_shard_seconds", description="Wall time of a committed shard on its replica.",
             boundaries=SHARD_SECONDS_BOUNDARIES, tag_keys=tags)
@@ -56,8 +57,11 @@ class JobMetrics:
         if wait is not None:
             self.decode_wait.observe(max(0.0, float(wait)), tags=self._tags)
 
-    def requeued(self, preempted: bool) -> None:
-        (self.preemptions if preempted else self.nodes_lost).inc(1, tags=self._tags)
+    def requeued_shard(self) -> None:
+        self.requeued.inc(1, tags=self._tags)
+
+    def preempted(self) -> None:
+        self.preemptions.inc(1, tags=self._tags)
 
     def retried(self) -> None:
         self.retries.inc(1, tags=self._tags)

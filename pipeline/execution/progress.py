@@ -35,8 +35,9 @@ class Progress:
         self.instances = 0
         self.errors = 0
         self.retries = 0  # attempts charged to a shard's retry budget
-        self.preemptions = 0  # shards requeued because their node was preempted (drained): free
-        self.nodes_lost = 0  # shards requeued because their node died without notice: free
+        self.preemptions = 0  # drain notices (preemption, scale-down) for nodes running our replicas
+        self.requeued_shards = 0  # shards put back because their node was drained or lost: no retry charged
+        self.nodes_lost = 0  # of those, shards whose node died without notice
         self.replicas_text = lambda: ""  # replicas per node and their state (set by the driver)
         self.interval = interval
         self.created = self.started = time.monotonic()
@@ -97,11 +98,15 @@ class Progress:
         self.retries += 1
         self.log(f"shard {shard_id}: {reason}; retrying (attempt {attempt})")
 
+    def preempted(self, node_id: str, deadline_text: str, replicas: int) -> None:
+        """A drain notice for a node running `replicas` of ours."""
+        self.preemptions += 1
+        self.log(f"node {node_id[:12]} is being drained ({deadline_text}): its {replicas} replica(s) take no new shards")
+
     def requeued(self, shard_id: str, reason: str, preempted: bool) -> None:
         """A shard goes back to the queue through no fault of its own: no retry is charged."""
-        if preempted:
-            self.preemptions += 1
-        else:
+        self.requeued_shards += 1
+        if not preempted:
             self.nodes_lost += 1
         self.log(f"shard {shard_id}: {reason}; back in the queue (no retry charged)")
 
@@ -129,8 +134,9 @@ class Progress:
 
     def _cluster_text(self) -> str:
         text = ""
-        if self.retries or self.preemptions or self.nodes_lost:
-            text += f", {self.retries} retries, {self.preemptions} preemptions, {self.nodes_lost} lost to nodes"
+        if self.retries or self.preemptions or self.requeued_shards:
+            text += (f", {self.retries} retries, {self.preemptions} preemptions,"
+                     f" {self.requeued_shards} shards requeued free")
         replicas = self.replicas_text()
         return text + (f" [{replicas}]" if replicas else "")
 
@@ -158,6 +164,7 @@ class Progress:
             "errors_this_run": self.errors,
             "retries": self.retries,
             "preemptions": self.preemptions,
+            "requeued_shards": self.requeued_shards,
             "nodes_lost": self.nodes_lost,
             "wall_s": round(wall, 3),
             "frames_per_s": round(self.rate, 3),
