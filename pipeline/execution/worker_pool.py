@@ -34,6 +34,9 @@ def tracking_config(spec) -> Optional[dict]:
     return dict(getattr(spec, "tracker", None) or {})
 
 
+START_BACKOFF_S = 30.0  # after a replica failed to start on a node, the pool waits this long to try again
+
+
 class WorkerPool:
     """Worker replicas (`replica.Replica`, each one actor holding a model).
 
@@ -67,6 +70,7 @@ class WorkerPool:
         self._starting: dict = {}  # describe() ref -> replica not yet started
         self.placements: list[dict] = []  # of every replica started so far
         self.started_count = 0
+        self._failed_on: dict[str, float] = {}  # node id -> when a replica last failed to start there
         if follow is None:
             for _ in range(size):
                 self._start_one(self._options)
@@ -93,6 +97,8 @@ class WorkerPool:
         cap = min(caps) if caps else None
         live = [r for r in self._all if r.state != DRAINING]
         for node_id, share in self._follow.shares(nodes, draining).items():
+            if time.monotonic() - self._failed_on.get(node_id, -START_BACKOFF_S) < START_BACKOFF_S:
+                continue  # a replica just failed to start there: no crash loop
             here = sum(1 for r in live if r.node_id == node_id)
             for _ in range(share.replicas - here):
                 if cap is not None and len(live) >= cap:
@@ -187,6 +193,8 @@ class WorkerPool:
                 if isinstance(cause, MaskrayError) and not self.placements:
                     raise cause from None  # the user's mistake, the same for every replica
                 self._all = [r for r in self._all if r is not replica]  # it could not start: drop it
+                if replica.node_id is not None:
+                    self._failed_on[replica.node_id] = time.monotonic()
                 if not self._all and self._follow is None:
                     raise MaskrayError(f"no worker replica could be started: {error_line(cause or error)}") from None
                 continue
