@@ -24,7 +24,10 @@ from maskray.models.choices import PRECISIONS
 @click.option("--max-instances", type=int, default=100, show_default=True, help="At most this many instances per frame.")
 @click.option("--pre-nms-top", type=int, default=1000, show_default=True, help="Best box x class candidates per image kept for NMS.")
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Frames per model call.")
-@click.option("--workers", type=int, help="Model replicas (default: the cluster's GPUs / --gpus-per-worker, or 1).")
+@click.option("--workers", type=int, help="A fixed number of model replicas (default: follow the cluster: "
+              "one per GPU / --gpus-per-worker, or one per CPU node, as nodes join and leave).")
+@click.option("--max-workers", type=int, help="At most N replicas as the pool follows the cluster; while shards "
+              "wait, asks the autoscaler for that many.")
 @click.option("--gpus-per-worker", type=float, default=1.0, show_default=True, help="GPUs per replica; fractions share a GPU.")
 @click.option("--cpu", is_flag=True, help="Run on CPUs even where there are GPUs.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,

@@ -57,7 +57,8 @@ class JobSpec:
     max_instances: int = 100
     pre_nms_top: int = 1000  # box x class candidates per image kept for NMS (models/roi_heads.py)
     batch_size: int = 4
-    workers: Optional[int] = None  # None: the cluster's GPUs // gpus_per_worker, or 1
+    workers: Optional[int] = None  # None: follow the cluster (a replica per GPU, or per CPU node)
+    max_workers: Optional[int] = None  # caps the pool that follows the cluster; asks the autoscaler
     gpus_per_worker: float = 1.0
     cpu: bool = False
     precision: str = "fp32"
@@ -115,6 +116,10 @@ class JobSpec:
                 raise UsageError(f"--weights-sha256 checks a PATH or URI, not --weights {self.weights}")
         if self.workers is not None and self.workers <= 0:
             raise UsageError(f"--workers must be a positive integer, got {self.workers}")
+        if self.max_workers is not None and (isinstance(self.max_workers, bool) or self.max_workers <= 0):
+            raise UsageError(f"--max-workers must be a positive integer, got {self.max_workers}")
+        if self.workers is not None and self.max_workers is not None:
+            raise UsageError("choose one of --workers (a fixed pool) and --max-workers (a pool that follows the cluster)")
         if self.every is not None and self.every <= 0:
             raise UsageError(f"--every must be a positive integer, got {self.every}")
         if self.fps is not None and not self.fps > 0:

@@ -37,6 +37,8 @@ class RayHead:
     temp_dir: str
     process: subprocess.Popen
     log_path: str
+    metrics_port: int = 0  # Ray's --metrics-export-port of this node (Prometheus text)
+    node_id: str = ""  # a joined node's id (start_node); "" for a head
 
     def log_tail(self, chars: int = 3000) -> str:
         try:
@@ -101,7 +103,7 @@ def _start_head_once(num_cpus: int, timeout: float, auth_mode: str, num_gpus: in
     process, log_path = _launch(command, temp_dir, auth_mode)
     head = RayHead(
         dashboard_url=f"http://127.0.0.1:{dashboard}", gcs_address=f"127.0.0.1:{gcs}",
-        temp_dir=temp_dir, process=process, log_path=log_path,
+        temp_dir=temp_dir, process=process, log_path=log_path, metrics_port=metrics,
     )
     deadline = time.monotonic() + timeout
     while True:
@@ -192,10 +194,17 @@ def _start_node_once(head: RayHead, num_cpus: int, num_gpus: int, auth_mode: str
         "--object-store-memory", str(200 * 1024 * 1024),
         "--temp-dir", temp_dir, "--disable-usage-stats",
     ]
+    before = alive_node_ids(head)
+    while not before and time.monotonic() < deadline:  # the head's state API answers at least itself
+        time.sleep(1.0)
+        before = alive_node_ids(head)
     process, log_path = _launch(command, temp_dir, auth_mode)
     node = RayHead(dashboard_url=head.dashboard_url, gcs_address=head.gcs_address, temp_dir=temp_dir,
-                   process=process, log_path=log_path)
-    while _alive_nodes(head) < 2:
+                   process=process, log_path=log_path, metrics_port=metrics)
+    while not node.node_id:  # a node id the head did not list before: this node joined
+        node.node_id = next(iter(alive_node_ids(head) - before), "")
+        if node.node_id:
+            break
         gone = "the head" if head.process.poll() is not None else "it" if process.poll() is not None else None
         if gone or time.monotonic() > deadline:
             tail = (head if gone == "the head" else node).log_tail()
@@ -218,6 +227,39 @@ def kill_node(node: RayHead) -> None:
 def node_pids(node: RayHead) -> set:
     """Pids of the processes `node` started (its raylet, workers, ...)."""
     return set(_processes_of(node.temp_dir, None))
+
+
+def alive_node_ids(head: RayHead) -> set:
+    """Ids of the cluster's alive nodes, from the head's state API (empty if it does not answer)."""
+    try:
+        with _dashboard_get(head.dashboard_url + "/api/v0/nodes?detail=false&limit=1000", timeout=10) as response:
+            answer = json.loads(response.read())
+    except (OSError, ValueError):
+        return set()
+    found: set = set()
+
+    def walk(value):
+        if isinstance(value, dict):
+            if value.get("state") == "ALIVE" and "node_id" in value:
+                found.add(value["node_id"])
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(answer)
+    return found
+
+
+def drain_node(head: RayHead, node: RayHead, deadline_s: float, reason: str = "DRAIN_NODE_REASON_PREEMPTION") -> None:
+    """Ray's own drain call, as the autoscaler or KubeRay makes it before a spot node goes."""
+    subprocess.run(
+        [os.path.join(VENV_BIN, "ray"), "drain-node", "--address", head.gcs_address, "--node-id", node.node_id,
+         "--reason", reason, "--reason-message", "spot instance reclaimed",
+         "--deadline-remaining-seconds", str(int(deadline_s))],
+        env=ray_env("token" if _TOKEN else "disabled"), check=True, capture_output=True, timeout=120,
+    )
 
 
 def _alive_nodes(head: RayHead) -> int:

@@ -1,4 +1,5 @@
-"""Watching the Ray cluster from the driver: is our own node alive, which nodes died.
+"""Watching the Ray cluster from the driver: is our own node alive, which nodes died, which
+nodes are there (the elastic pool follows them) and which are draining (preemption notices).
 
 Ray does not always tell a waiting driver: with the embedded Ray's raylet killed, or the
 cluster it joined gone, `ray.wait` keeps returning nothing; an actor task on a node that
@@ -7,7 +8,9 @@ vanished can stay pending. So a thread asks the GCS every CHECK_S seconds for th
 - the driver's own node dead, or no answer for LOST_AFTER_S: the job fails with one line
   (exit 1), instead of waiting forever;
 - an actor whose node is dead: its shard goes back to the queue on a fresh actor, and the
-  attempt is not counted (losing a node is routine on spot fleets, not the shard's fault).
+  attempt is not counted (losing a node is routine on spot fleets, not the shard's fault);
+- the alive nodes with their resources, and the draining ones with their deadlines (the GCS
+  drain state that `ray drain-node`, the autoscaler and KubeRay set before a node goes).
 """
 
 from __future__ import annotations
@@ -49,6 +52,9 @@ class ClusterWatch:
         self._lock = threading.Lock()
         self._last_answer = time.monotonic()
         self._dead_nodes: set[str] = set()
+        self._alive_nodes: dict[str, dict] = {}  # node id (hex) -> its total resources
+        self._draining: dict[str, Optional[float]] = {}  # node id -> deadline (epoch s), None: none
+        self._ever_draining: set[str] = set()  # a node that died after a notice was preempted
         self._actor_nodes: dict[str, str] = {}  # actor id (hex) -> node id (hex)
         self._watched: set[str] = set()
         self._error: Optional[str] = None
@@ -87,6 +93,24 @@ class ClusterWatch:
         with self._lock:
             node = self._actor_nodes.get(actor._actor_id.hex())
             return node is not None and node in self._dead_nodes
+
+    def alive_nodes(self) -> dict[str, dict]:
+        """`{node id: total resources}` of the nodes alive at the latest answer (draining included)."""
+        with self._lock:
+            return dict(self._alive_nodes)
+
+    def draining(self) -> dict[str, Optional[float]]:
+        """`{node id: deadline as a Unix time (None: no deadline)}` of the nodes being drained."""
+        with self._lock:
+            return dict(self._draining)
+
+    def was_draining(self, node_id: Optional[str]) -> bool:
+        with self._lock:
+            return node_id in self._ever_draining
+
+    def actor_node(self, actor) -> Optional[str]:
+        with self._lock:
+            return self._actor_nodes.get(actor._actor_id.hex())
 
     def verdict(self, actor, error, since: float) -> Optional[str]:
         """Why `actor` was lost: NODE_LOST, WORKER_DIED, or None while that cannot be told yet.
@@ -136,7 +160,10 @@ class ClusterWatch:
             # a plain connection attempt first tells a vanished cluster without blocking.
             if self._gcs:
                 socket.create_connection(self._gcs, timeout=_PROBE_TIMEOUT_S).close()
-            dead = {node["NodeID"] for node in ray.nodes() if not node.get("Alive", True)}
+            nodes = ray.nodes()
+            dead = {node["NodeID"] for node in nodes if not node.get("Alive", True)}
+            alive = {node["NodeID"]: dict(node.get("Resources") or {}) for node in nodes if node.get("Alive", True)}
+            draining = _draining_nodes(alive)
             with self._lock:
                 watched = [a for a in {*self._watched, *also} if a not in self._actor_nodes]
             placed = {}
@@ -151,8 +178,21 @@ class ClusterWatch:
             return
         with self._lock:
             self._dead_nodes, self._last_answer, self._error = dead, time.monotonic(), None
+            self._alive_nodes, self._draining = alive, draining
+            self._ever_draining |= set(draining)
             self._actor_nodes.update(placed)
         answered.set()
+
+
+def _draining_nodes(alive: dict) -> dict[str, Optional[float]]:
+    """The GCS's drain state: `{node id: deadline (Unix s) or None}` for alive nodes."""
+    import ray
+
+    gcs = ray._private.worker.global_worker.gcs_client
+    answer = gcs.get_draining_nodes(timeout=_PROBE_TIMEOUT_S * 5)
+    # The GCS gives each deadline in ms since the epoch; 0 means "no deadline".
+    found = {(node if isinstance(node, str) else node.hex()): deadline for node, deadline in answer.items()}
+    return {node: (deadline / 1000.0 if deadline else None) for node, deadline in found.items() if node in alive}
 
 
 def exit_lost(record: Callable[[str], None]) -> Callable[[str], None]:

@@ -20,21 +20,20 @@ replica through Ray's object store (`pipeline/weights_location.py`).
 from __future__ import annotations
 
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Optional, TextIO
 
 from maskray.models.errors import MaskrayError
-from maskray.pipeline.execution.cluster_watch import NODE_LOST, ClusterWatch, exit_lost
+from maskray.pipeline.execution.autoscale_request import ResourceRequest
+from maskray.pipeline.execution.cluster_watch import exit_lost
+from maskray.pipeline.execution.dispatch import dispatch, pool_snapshot
 from maskray.pipeline.execution.indexing import ClusterRunner
 from maskray.pipeline.execution.job_manifest import job_manifest
 from maskray.pipeline.execution.heartbeat import LEASE_TTL_S, Heartbeat
 from maskray.pipeline.execution.progress import Progress
 from maskray.pipeline.execution.startup import Once, list_sources
-from maskray.pipeline.execution.tasks import ShardTask, bisect
-from maskray.pipeline.execution.worker_pool import (
-    WorkerPool, error_line, is_ray_error, original_error, placement_text, pool_size,
-)
+from maskray.pipeline.execution.pool_sizing import following, pool_size
+from maskray.pipeline.execution.worker_pool import WorkerPool, error_line, is_ray_error, placement_text
 from maskray.pipeline.execution.plan_feed import CompletePlan, PlanFeed, committed_in_plan
 from maskray.pipeline.inputs.plan_stream import ShardStream, plan_from_cache, plan_settings
 from maskray.pipeline.inputs.shards import PlanSettings
@@ -42,7 +41,7 @@ from maskray.pipeline.inputs.sampling import Sampling
 from maskray.pipeline.tracking.segment import HEAD_FRAMES
 from maskray.pipeline.tracking.track_ids import stitch_job
 from maskray.pipeline.output.layout import covered_shards
-from maskray.pipeline.output.sink import OutputSink, StaleWriterError, refuse_overlap
+from maskray.pipeline.output.sink import OutputSink, refuse_overlap
 from maskray.pipeline.weights_location import JobWeights
 
 
@@ -121,8 +120,12 @@ def _run(spec, sink: OutputSink, media, manifest, heartbeat: Heartbeat, connect,
         weights = weights.ship()  # into Ray's object store; every replica starts from it
         if weights is not None:
             progress.log(f"{weights.describe()}: read once, sent to the replicas through Ray's object store")
-        pool = WorkerPool(spec, sink, size, gpus_per_worker, cpus_per_worker, weights=weights,
+        # Without --workers the pool follows the cluster's nodes (pool_sizing.py).
+        follow = None if spec.workers else following(spec, gpus_per_worker > 0)
+        pool = WorkerPool(spec, sink, size, gpus_per_worker, cpus_per_worker, follow=follow, weights=weights,
                           on_started=lambda placement: progress.log(f"worker started: {placement_text(placement)}"))
+        heartbeat.details = lambda: {**_run_counts(progress), "replicas": pool_snapshot(pool)}
+        request = ResourceRequest(follow.bundle({}), spec.max_workers) if follow is not None else None
         try:
             heartbeat.phase = "loading the model"
             manifest["weights_id"] = pool.wait_first()["weights_id"]  # the others join as they start
@@ -131,12 +134,17 @@ def _run(spec, sink: OutputSink, media, manifest, heartbeat: Heartbeat, connect,
             sink.write_job_manifest(manifest)
             pending += feed.take()  # planned while the model loaded
             so_far = "" if feed.done else " so far (planning goes on)"
-            progress.log(f"{len(pending)} shards to do{so_far} on {size} workers")
+            elastic = " (following the cluster)" if follow is not None else ""
+            progress.log(f"{len(pending)} shards to do{so_far} on {size} workers{elastic}")
             heartbeat.phase = "running"
             progress.start_clock()
-            _dispatch(pool, feed, pending, committed, progress, heartbeat,
-                      on_lost=exit_lost(lambda message: heartbeat.stop("failed", message)))
+            dispatch(pool, feed, pending, committed, progress, heartbeat,
+                     on_lost=exit_lost(lambda message: heartbeat.stop("failed", message)),
+                     request=request, metrics=_metrics(manifest["job_id"]))
         finally:
+            if request is not None:  # also on failure and Ctrl-C: no nodes held for nobody
+                request.clear()
+            heartbeat.details = lambda: _run_counts(progress)
             pool.shutdown()
             progress.close()
     else:
@@ -159,105 +167,26 @@ def _run(spec, sink: OutputSink, media, manifest, heartbeat: Heartbeat, connect,
     sink.on_write_complete(summary)
     progress.log(
         f"done: {summary['frames']} frames, {summary['instances']} instances, {errors} errors"
-        f" in {summary['run']['wall_s']:.1f}s ({summary['run']['frames_per_s']:.1f} frames/s); output {spec.output}"
+        f" in {summary['run']['wall_s']:.1f}s ({summary['run']['frames_per_s']:.1f} frames/s);"
+        f" {summary['run']['retries']} retries, {summary['run']['preemptions']} preemptions,"
+        f" {summary['run']['requeued_shards']} shards requeued free; output {spec.output}"
     )
     return JobOutcome(3 if errors else 0, summary)
 
 
-def _dispatch(pool: WorkerPool, feed: PlanFeed, pending: list[ShardTask], committed: dict, progress: Progress,
-              heartbeat: Heartbeat, on_lost=None) -> None:
-    """Hand tasks to free actors until the plan is complete and every shard is covered by commits.
+def _run_counts(progress: Progress) -> dict:
+    return {"retries": progress.retries, "preemptions": progress.preemptions,
+            "requeued_shards": progress.requeued_shards, "nodes_lost": progress.nodes_lost}
 
-    Shards planned meanwhile join the end of the queue; retries go to its front.
 
-    A failed attempt is retried on a fresh actor (bisected once its attempts are used up); a
-    task whose actor was on a node that died is retried without using up an attempt; a driver
-    that lost its cluster fails with one line (see cluster_watch.py).
-    """
-    import ray
+def _metrics(job_id: str):
+    """The job's Prometheus metrics (metrics.py); None where Ray's metrics cannot be made."""
+    from maskray.pipeline.execution.metrics import JobMetrics
 
-    sink = pool.sink
-    queue = deque(pending)
-    running: dict = {}  # ObjectRef -> (task, actor)
-    lost: dict = {}  # id(task) -> (task, actor, error, since): actor gone, cause not yet known
-    watch = ClusterWatch(on_lost=on_lost)
     try:
-        while queue or running or lost or not feed.done:
-            if heartbeat.lost is not None:
-                raise heartbeat.lost
-            if not feed.done:  # waits a little only when nothing else is going on
-                queue.extend(feed.take(timeout=0.0 if queue or running or lost else 0.5))
-                heartbeat.phase = "running" if feed.done else "running, planning"
-            while queue and pool.has_idle():
-                task = queue.popleft()
-                task.attempts += 1
-                actor = pool.take()
-                watch.watch_actor(actor)
-                ref = actor.process.remote(task.shard, task.attempts, task.planned, task.piece, task.failure)
-                running[ref] = (task, actor)
-            if running:
-                ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0 if feed.done else 0.25)
-            else:  # waiting for replacements to start, for a verdict on lost actors, or for the plan
-                ready = []
-                if feed.done or queue or lost:  # (otherwise `feed.take` has just waited)
-                    time.sleep(0.5)
-            for ref in ready:
-                task, actor = running.pop(ref)
-                try:
-                    record = ray.get(ref)
-                except ray.exceptions.RayActorError as error:
-                    pool.replace(actor)
-                    lost[id(task)] = (task, actor, error, time.monotonic())
-                    continue
-                except ray.exceptions.RayTaskError as error:
-                    if isinstance(original_error(error), StaleWriterError):
-                        raise MaskrayError(f"job stopped: {error_line(error)}") from error
-                    # A fresh actor for whatever comes next: the failed one may be a zombie, or
-                    # hold a broken CUDA context.
-                    pool.replace(actor)
-                    _retry_or_bisect(task, queue, progress, f"task failed: {error_line(error)}")
-                    continue
-                pool.give_back(actor)
-                committed[record.shard] = record
-                sink.record(record)  # into the next manifest of the commit log
-                progress.committed(record, completes_shard=task.planned in covered_shards(
-                    [r for r in committed.values() if r.planned == task.planned]))
-            for ref, (task, actor) in list(running.items()):
-                if watch.on_dead_node(actor):  # Ray may never answer for a task on a vanished node
-                    del running[ref]
-                    pool.replace(actor)
-                    lost[id(task)] = (task, actor, None, time.monotonic())
-            for key, (task, actor, error, since) in list(lost.items()):
-                verdict = watch.verdict(actor, error, since)
-                if verdict is None:
-                    continue
-                del lost[key]
-                watch.forget_actor(actor)
-                if verdict == NODE_LOST:
-                    task.attempts -= 1  # a lost node is not the shard's fault: it keeps its retries
-                    progress.retried(task.shard.id, task.attempts + 1, "its node was lost")
-                    queue.appendleft(task)
-                else:
-                    reason = f"worker died: {error_line(error)}" if error is not None else "worker died"
-                    _retry_or_bisect(task, queue, progress, reason)
-            watch.raise_if_lost()
-            progress.tick()
-    finally:
-        watch.stop()
-
-
-def _retry_or_bisect(task: ShardTask, queue: deque, progress: Progress, reason: str) -> None:
-    if not task.exhausted():
-        progress.retried(task.shard.id, task.attempts + 1, reason)
-        queue.appendleft(task)
-        return
-    replacements = bisect(task, f"this input failed the worker: {reason}")
-    if not replacements:
-        raise MaskrayError(f"shard {task.shard.id} failed {task.attempts} times ({reason})")
-    what = ("its inputs become error rows" if replacements[0].failure
-            else f"split into {len(replacements)} pieces")
-    progress.log(f"shard {task.shard.id} failed {task.attempts} times ({reason}); {what}")
-    queue.extendleft(reversed(replacements))
+        return JobMetrics(job_id)
+    except Exception:  # noqa: BLE001 - metrics are for watching a job, never a reason to fail it
+        return None
 
 
 def _reconcile(sink: OutputSink, committed: dict) -> None:

@@ -22,6 +22,8 @@ class Heartbeat:
                  rate: Callable[[], float] = lambda: 0.0):
         self.sink, self.job_id, self.interval, self.rate = sink, job_id, interval, rate
         self.phase = "planning"
+        # Counts and the replicas per node for `maskray status` (set by the driver once it has them).
+        self.details: Callable[[], dict] = lambda: {}
         self.lost: Optional[LeaseLostError] = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -49,8 +51,14 @@ class Heartbeat:
             self.sink.write_driver_state({
                 "job_id": self.job_id, "state": state, "phase": self.phase, "message": message,
                 "owner": self.sink.owner, "updated": time.time(), "heartbeat_s": self.interval,
-                "frames_per_s": round(float(self.rate()), 3),
+                "frames_per_s": round(float(self.rate()), 3), **self._details(),
             })
+
+    def _details(self) -> dict:
+        try:
+            return dict(self.details())
+        except Exception:  # noqa: BLE001 - a status detail never stops the heartbeat
+            return {}
 
     def stop(self, state: str, message: str = "") -> None:
         """Stop beating and leave the final state (done or failed) for `maskray status`."""

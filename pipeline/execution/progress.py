@@ -34,7 +34,11 @@ class Progress:
         self.shards = done_shards
         self.instances = 0
         self.errors = 0
-        self.retries = 0
+        self.retries = 0  # attempts charged to a shard's retry budget
+        self.preemptions = 0  # drain notices (preemption, scale-down) for nodes running our replicas
+        self.requeued_shards = 0  # shards put back because their node was drained or lost: no retry charged
+        self.nodes_lost = 0  # of those, shards whose node died without notice
+        self.replicas_text = lambda: ""  # replicas per node and their state (set by the driver)
         self.interval = interval
         self.created = self.started = time.monotonic()
         self._last_line = self.started
@@ -94,6 +98,18 @@ class Progress:
         self.retries += 1
         self.log(f"shard {shard_id}: {reason}; retrying (attempt {attempt})")
 
+    def preempted(self, node_id: str, deadline_text: str, replicas: int) -> None:
+        """A drain notice for a node running `replicas` of ours."""
+        self.preemptions += 1
+        self.log(f"node {node_id[:12]} is being drained ({deadline_text}): its {replicas} replica(s) take no new shards")
+
+    def requeued(self, shard_id: str, reason: str, preempted: bool) -> None:
+        """A shard goes back to the queue through no fault of its own: no retry is charged."""
+        self.requeued_shards += 1
+        if not preempted:
+            self.nodes_lost += 1
+        self.log(f"shard {shard_id}: {reason}; back in the queue (no retry charged)")
+
     def tick(self) -> None:
         """Called often; prints a plain line when `interval` has passed (non-terminal only)."""
         now = time.monotonic()
@@ -114,6 +130,17 @@ class Progress:
         return (self.frames - self.resumed_frames) / elapsed if elapsed > 0 else 0.0
 
     def status_line(self) -> str:
+        return self._counts_line() + self._cluster_text()
+
+    def _cluster_text(self) -> str:
+        text = ""
+        if self.retries or self.preemptions or self.requeued_shards:
+            text += (f", {self.retries} retries, {self.preemptions} preemptions,"
+                     f" {self.requeued_shards} shards requeued free")
+        replicas = self.replicas_text()
+        return text + (f" [{replicas}]" if replicas else "")
+
+    def _counts_line(self) -> str:
         rate = self.rate
         if self.planning:
             return (f"{self.frames}/? frames (planning), {self.shards}/? shards, {rate:.1f} frames/s, ETA ?, "
@@ -136,6 +163,9 @@ class Progress:
             "instances_this_run": self.instances,
             "errors_this_run": self.errors,
             "retries": self.retries,
+            "preemptions": self.preemptions,
+            "requeued_shards": self.requeued_shards,
+            "nodes_lost": self.nodes_lost,
             "wall_s": round(wall, 3),
             "frames_per_s": round(self.rate, 3),
         }
@@ -149,7 +179,8 @@ class Progress:
 
     def _set_postfix(self) -> None:
         total = "? (planning)" if self.planning else self.total_shards
-        self._bar.set_postfix_str(f"shards {self.shards}/{total}, errors {self.errors}", refresh=False)
+        freed = f", preempted {self.preemptions}" if self.preemptions else ""
+        self._bar.set_postfix_str(f"shards {self.shards}/{total}, errors {self.errors}{freed}", refresh=False)
 
 
 def _isatty(stream) -> bool:

@@ -40,6 +40,11 @@ class OutputStatus:
     weights_id: Optional[str]
     driver: Optional[str] = None  # the lease holder: owner, host, pid, silence
     phase: Optional[str] = None  # planning | starting workers | loading the model | running
+    retries: Optional[int] = None  # attempts charged to shards' retry budgets (this run)
+    preemptions: Optional[int] = None  # drain notices (preemptions) for nodes running the job's replicas
+    requeued_shards: Optional[int] = None  # shards put back from drained or lost nodes: no retry charged
+    nodes_lost: Optional[int] = None  # of those, shards whose node died without notice
+    replicas: Optional[list] = None  # per node: replicas by state (starting, idle, working, draining), frames/s
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,6 +95,11 @@ def output_status(output: str, now: Optional[float] = None) -> OutputStatus:
         weights_id=manifest.get("weights_id"),
         driver=lease.describe_holder(holder, now) if holder is not None else None,
         phase=driver.get("phase") if state == "running" else None,
+        retries=driver.get("retries"),
+        preemptions=driver.get("preemptions"),
+        requeued_shards=driver.get("requeued_shards"),
+        nodes_lost=driver.get("nodes_lost"),
+        replicas=driver.get("replicas") if state == "running" else None,
     )
 
 
@@ -112,6 +122,12 @@ def format_status(status: OutputStatus) -> str:
         f"errors    {status.errors}",
         f"model     {status.model} (weights {status.weights_id or '?'})",
     ]
+    if status.retries is not None:
+        lines.append(f"cluster   {status.preemptions or 0} preemptions, {status.requeued_shards or 0} shards"
+                     f" requeued (not charged, {status.nodes_lost or 0} from lost nodes); {status.retries} retries")
+    for node in status.replicas or ():
+        states = ", ".join(f"{node[s]} {s}" for s in ("starting", "idle", "working", "draining") if node.get(s))
+        lines.append(f"node      {node['node'][:12]} {node.get('host', '')}: {states}, {node['frames_per_s']:.1f} frames/s")
     if status.frames_per_s:
         lines.append(f"rate      {status.frames_per_s:.1f} frames/s" + (" (last run)" if status.state != "running" else ""))
     return "\n".join(lines)
