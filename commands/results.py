@@ -190,3 +190,29 @@ def compact_command(output, target_mb):
         click.echo(f"compacted {done.shards} shards: {done.parts_before} files -> {done.parts_after}"
                    f" ({done.merged_files} written; manifest {done.generation})")
     return 0
+
+
+@click.command("verify")
+@click.argument("output")
+def verify_command(output):
+    """Check that every committed result in OUTPUT is as it was written.
+
+    Reads every part and checks it against its commit record (exists, size, checksum, row
+    count), the commit log and `_job.json`, and the track ids of tracked videos. Prints one line
+    per problem and a summary. Exit 0: no problems; 1: problems found (the same
+    `maskray submit` run again redoes the shards of missing or damaged parts).
+
+    \b
+    Example:
+      maskray verify out/
+      maskray verify s3://cams/masks/
+    """
+    from maskray.pipeline.output.verify import verify_output
+
+    report = verify_output(output)
+    for line in report.problems:
+        click.echo(line)
+    for line in report.notes:
+        click.echo(f"note: {line}", err=True)
+    click.echo(report.summary())
+    return 0 if report.ok else 1
