@@ -201,7 +201,7 @@ def _check_part(output: str, path: str, part: dict, records: list, job: dict):
         return len(data), PartProblem(path, "wrong row count", f"{rows} rows, recorded {want}"), had_checksum
     mismatch = _metadata_mismatch(parquet.schema_arrow.metadata or {}, job)
     if mismatch:
-        return len(data), PartProblem(path, "does not match _job.json", mismatch), had_checksum
+        return len(data), PartProblem(path, f"does not match {layout.JOB_FILE}", mismatch), had_checksum
     return len(data), None, had_checksum
 
 
@@ -220,7 +220,7 @@ def _metadata_mismatch(metadata: dict, job: dict) -> str:
     for key, name in (("maskray.job_id", "job_id"), ("maskray.model", "model"), ("maskray.weights_id", "weights_id")):
         stored = metadata.get(key.encode())
         if stored is not None and job.get(name) and stored.decode() != str(job[name]):
-            wrong.append(f"{name} {stored.decode()}, _job.json says {job[name]}")
+            wrong.append(f"{name} {stored.decode()}, {layout.JOB_FILE} says {job[name]}")
     return "; ".join(wrong)
 
 
