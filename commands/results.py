@@ -67,6 +67,13 @@ def export_command(output, coco_file, cityscapes_dir, mots_dir, gt_file, images_
     """
     if sum(bool(x) for x in (coco_file, cityscapes_dir, mots_dir)) != 1:
         raise click.UsageError("give one of --coco FILE, --cityscapes DIR or --mots DIR")
+    from maskray.pipeline.output.reader import damage_named
+
+    with damage_named(output):
+        return _export(output, coco_file, cityscapes_dir, mots_dir, gt_file, images_file, min_score)
+
+
+def _export(output, coco_file, cityscapes_dir, mots_dir, gt_file, images_file, min_score):
     if mots_dir:
         from maskray.pipeline.tracking.mots import export_mots
 
@@ -114,6 +121,13 @@ def eval_command(output, gt_file, cityscapes_root, metrics_file, tasks, min_scor
     """
     if bool(gt_file) == bool(cityscapes_root):
         raise click.UsageError("give one of --gt FILE or --cityscapes ROOT")
+    from maskray.pipeline.output.reader import damage_named
+
+    with damage_named(output):
+        return _eval(output, gt_file, cityscapes_root, metrics_file, tasks, min_score)
+
+
+def _eval(output, gt_file, cityscapes_root, metrics_file, tasks, min_score):
     if cityscapes_root:
         from maskray.pipeline.cityscapes.evaluate import evaluate_cityscapes, write_metrics
         from maskray.pipeline.cityscapes.report import evaluation_report
@@ -157,9 +171,11 @@ def render_command(output, source, out_file, min_score, frames, frame, trails):
       maskray render out/ --source photos/street.jpg --out street-masks.png
       maskray render s3://cams/masks/ --source s3://cams/2026-11/gate.mp4 --out gate-masks.mp4
     """
+    from maskray.pipeline.output.reader import damage_named
     from maskray.pipeline.render.overlays import render
 
-    summary = render(output, source, out_file, min_score=min_score, frames=frames, frame=frame, trails=trails)
+    with damage_named(output):
+        summary = render(output, source, out_file, min_score=min_score, frames=frames, frame=frame, trails=trails)
     click.echo(f"wrote {out_file}: {summary.frames_written} frames, {summary.instances_drawn} instances "
                f"drawn on {summary.frames_annotated} of them")
     return 0

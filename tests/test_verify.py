@@ -84,13 +84,15 @@ def test_a_deleted_part_is_named_by_status_verify_query_and_export(finished, tmp
     _one_line_naming(code, err, Path(victim).name)
 
 
-def test_a_truncated_part_is_one_line_and_exit_1_not_the_usage_code(finished, capsys):
+def test_a_truncated_part_is_one_line_and_exit_1_not_the_usage_code(finished, tmp_path, capsys):
     victim = Path(_part(finished, "s0001", "frames"))
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])  # a copy cut short
     assert output_status(finished).state == "damaged"
     code, out, _ = run_maskray(["verify", finished], capsys)
     assert code == 1 and f"{victim}: wrong size" in out
     code, _, err = run_maskray(["query", finished, "SELECT count(*) FROM frames"], capsys)
+    _one_line_naming(code, err, victim.name)
+    code, _, err = run_maskray(["export", finished, "--coco", str(tmp_path / "r.json")], capsys)
     _one_line_naming(code, err, victim.name)
     # A mistaken query is still the user's: exit 2, not a damage report.
     code, _, err = run_maskray(["query", finished, "SELECT nope FROM frames"], capsys)
@@ -204,33 +206,34 @@ def _rows(output) -> tuple:
 
 
 @pytest.mark.ray
-@pytest.mark.parametrize("damage", ["delete", "truncate"])
-def test_a_resumed_submit_redoes_the_shard_of_a_missing_or_cut_part(clean_run, tmp_path, damage, capsys):
+def test_a_resumed_submit_redoes_the_shards_of_a_deleted_and_a_truncated_part(clean_run, tmp_path, capsys):
     from submit_helpers import run_cli
 
     clean, command = clean_run
     output = tmp_path / "out"
     shutil.copytree(clean, output)
     records = read_committed(str(output)).records
-    shard = sorted(records)[1]
-    victim = Path(layout.relative_uri(str(output), records[shard].files["instances" if damage == "delete" else "frames"]["path"]))
-    if damage == "delete":
-        victim.unlink()
-    else:
-        victim.write_bytes(victim.read_bytes()[:-40])
+    first, second = sorted(records)[1:3]
+    deleted = Path(layout.relative_uri(str(output), records[first].files["instances"]["path"]))
+    truncated = Path(layout.relative_uri(str(output), records[second].files["frames"]["path"]))
+    deleted.unlink()  # a lifecycle rule, a mistaken rm
+    truncated.write_bytes(truncated.read_bytes()[:-40])  # a copy cut short
 
     status = output_status(str(output))
-    assert status.state == "damaged" and status.shards_done == status.shards_total - 1
+    assert status.state == "damaged" and status.shards_done == status.shards_total - 2 and status.parts_damaged == 2
     code, out, _ = run_maskray(["verify", output], capsys)
-    assert code == 1 and str(victim) in out
-    code, _, err = run_maskray(["query", output, "SELECT count(*) FROM instances"], capsys)
-    _one_line_naming(code, err, victim.name)
+    assert code == 1 and f"{deleted}: missing" in out and f"{truncated}: wrong size" in out
+    for table, named in (("instances", deleted), ("frames", truncated)):
+        code, _, err = run_maskray(["query", output, f"SELECT count(*) FROM {table}"], capsys)
+        _one_line_naming(code, err, named.name)  # the file the read met
+    code, _, err = run_maskray(["export", output, "--coco", str(tmp_path / "r.json")], capsys)
+    _one_line_naming(code, err, str(output))  # the first file its reads met
 
     again = run_cli(*[output if part == clean else part for part in command])
     assert again.returncode == 0, again.stderr
-    assert "redoing 1 shard whose parts are missing or damaged" in again.stderr
+    assert "redoing 2 shards whose parts are missing or damaged" in again.stderr
     code, out, err = run_maskray(["verify", output], capsys)
     assert code == 0 and "no problems" in out, (out, err)
     assert output_status(str(output)).state == "done"
     assert _rows(output) == _rows(clean)  # rows equal to the clean run's, none twice
-    assert not victim.exists()  # the damaged part went with its withdrawn commit
+    assert not deleted.exists() and not truncated.exists()  # went with their withdrawn commits

@@ -108,8 +108,12 @@ def summary_line(output: str, problems: list[PartProblem], parts: int) -> str:
 def read_failure(output: str, manifest: pa.Table, error: BaseException) -> DamagedOutputError:
     """The one-line error for a read of OUT's parts that failed with `error`: which part is
     missing or damaged when the listing shows it, else the reader's own first line."""
-    problems = check_parts(output, manifest)
-    if problems:
+    try:
+        problems = check_parts(output, manifest)
+    except OSError:  # the store itself is out of reach: say what the read met
+        problems = []
+    if problems:  # the file the read failed on first, when the error names it
+        problems.sort(key=lambda problem: problem.path not in str(error))
         damage = DamagedOutputError(summary_line(output, problems, part_count(manifest)))
     else:
         damage = DamagedOutputError(f"cannot read the results in {output}: {first_line(error)}; run"

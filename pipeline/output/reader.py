@@ -243,6 +243,22 @@ def open_output(uri: str) -> Output:
     return output
 
 
+@contextmanager
+def damage_named(uri: str):
+    """Around a tool that reads OUT's parts (export, eval, render): a read that fails on a
+    missing or damaged part becomes one line naming it (exit 1), as in `Output.sql`."""
+    try:
+        yield
+    except MaskrayError:
+        raise
+    except (OSError, pa.ArrowInvalid) as error:
+        output = Output(uri)
+        damage = part_check.read_failure(output.uri, output.committed.table, error)
+        if damage.parts_found or output.path in str(error):
+            raise damage from None
+        raise  # not OUT's parts (a --source, a ground truth): the tool's own error
+
+
 def write_file(uri: str, data: bytes) -> None:
     """Write a result file (a path or object-store URI) whole; UsageError when it cannot be."""
     try:
