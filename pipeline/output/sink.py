@@ -68,7 +68,10 @@ class OutputSink:
         try:
             try:
                 previous = read_job(self.output)
-            except DamagedOutputError:
+            except DamagedOutputError as error:
+                if not overwrite:  # which job OUT holds is unknown: not "a different job"
+                    raise UsageError(f"{error}; run `maskray verify {self.output}`, or --overwrite to"
+                                     " replace what OUT holds") from None
                 previous = {"fingerprint": "unreadable"}
             if previous is not None and overwrite:
                 clear_output(self.output)
