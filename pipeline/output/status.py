@@ -59,8 +59,10 @@ def output_status(output: str, now: Optional[float] = None) -> OutputStatus:
         raise NoJobError(f"no maskray job in {output} (no {layout.JOB_FILE})")
     job_id = manifest.get("job_id")
     committed = commit_log.read_committed(output, job_id)
+    now = time.time() if now is None else now
+    holder = lease.live_holder(output, now)
     damaged = part_check.check_parts(output, committed.table) if len(committed) else []
-    if damaged:  # or replaced meanwhile by a retry, a compaction: look again at a fresh log
+    if damaged and holder is not None:  # or replaced meanwhile (a retry, compaction): look again
         committed = commit_log.read_committed(output, job_id)
         damaged = part_check.check_parts(output, committed.table)
     redo = {shard for problem in damaged for shard in problem.shards}
@@ -69,8 +71,6 @@ def output_status(output: str, now: Optional[float] = None) -> OutputStatus:
     if driver.get("job_id") not in (None, job_id):
         driver = {}
     success = sink.read_success(output)
-    now = time.time() if now is None else now
-    holder = lease.live_holder(output, now)
 
     if damaged and holder is None:  # never "done" over a missing part
         state = "damaged"
