@@ -67,6 +67,13 @@ def export_command(output, coco_file, cityscapes_dir, mots_dir, gt_file, images_
     """
     if sum(bool(x) for x in (coco_file, cityscapes_dir, mots_dir)) != 1:
         raise click.UsageError("give one of --coco FILE, --cityscapes DIR or --mots DIR")
+    from maskray.pipeline.output.reader import damage_named
+
+    with damage_named(output):
+        return _export(output, coco_file, cityscapes_dir, mots_dir, gt_file, images_file, min_score)
+
+
+def _export(output, coco_file, cityscapes_dir, mots_dir, gt_file, images_file, min_score):
     if mots_dir:
         from maskray.pipeline.tracking.mots import export_mots
 
@@ -114,6 +121,13 @@ def eval_command(output, gt_file, cityscapes_root, metrics_file, tasks, min_scor
     """
     if bool(gt_file) == bool(cityscapes_root):
         raise click.UsageError("give one of --gt FILE or --cityscapes ROOT")
+    from maskray.pipeline.output.reader import damage_named
+
+    with damage_named(output):
+        return _eval(output, gt_file, cityscapes_root, metrics_file, tasks, min_score)
+
+
+def _eval(output, gt_file, cityscapes_root, metrics_file, tasks, min_score):
     if cityscapes_root:
         from maskray.pipeline.cityscapes.evaluate import evaluate_cityscapes, write_metrics
         from maskray.pipeline.cityscapes.report import evaluation_report
@@ -157,9 +171,11 @@ def render_command(output, source, out_file, min_score, frames, frame, trails):
       maskray render out/ --source photos/street.jpg --out street-masks.png
       maskray render s3://cams/masks/ --source s3://cams/2026-11/gate.mp4 --out gate-masks.mp4
     """
+    from maskray.pipeline.output.reader import damage_named
     from maskray.pipeline.render.overlays import render
 
-    summary = render(output, source, out_file, min_score=min_score, frames=frames, frame=frame, trails=trails)
+    with damage_named(output):
+        summary = render(output, source, out_file, min_score=min_score, frames=frames, frame=frame, trails=trails)
     click.echo(f"wrote {out_file}: {summary.frames_written} frames, {summary.instances_drawn} instances "
                f"drawn on {summary.frames_annotated} of them")
     return 0
@@ -190,3 +206,29 @@ def compact_command(output, target_mb):
         click.echo(f"compacted {done.shards} shards: {done.parts_before} files -> {done.parts_after}"
                    f" ({done.merged_files} written; manifest {done.generation})")
     return 0
+
+
+@click.command("verify")
+@click.argument("output")
+def verify_command(output):
+    """Check that every committed result in OUTPUT is as it was written.
+
+    Reads every part and checks it against its commit record (exists, size, checksum, row
+    count), the commit log and `_job.json`, and the track ids of tracked videos. Prints one line
+    per problem and a summary. Exit 0: no problems; 1: problems found (the same
+    `maskray submit` run again redoes the shards of missing or damaged parts).
+
+    \b
+    Example:
+      maskray verify out/
+      maskray verify s3://cams/masks/
+    """
+    from maskray.pipeline.output.verify import verify_output
+
+    report = verify_output(output)
+    for line in report.problems:
+        click.echo(line)
+    for line in report.notes:
+        click.echo(f"note: {line}", err=True)
+    click.echo(report.summary())
+    return 0 if report.ok else 1

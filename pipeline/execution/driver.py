@@ -110,8 +110,10 @@ def _run(spec, sink: OutputSink, media, manifest, heartbeat: Heartbeat, connect,
     runner = ClusterRunner() if plan is None else None
     source = CompletePlan(plan) if plan is not None else ShardStream(media, _settings(spec, media, manifest), runner)
     if committed is None:
-        committed = sink.committed()
+        committed = sink.committed(repair=True)
     progress = Progress(None, None, stream=stream, terminal=terminal)
+    if sink.repaired:
+        progress.log(repair_line(sink.repaired, len(sink.redone)))
     feed = PlanFeed(source, sink, manifest, committed, progress, started)
     pending = feed.take()
     heartbeat.rate = lambda: progress.rate
@@ -187,6 +189,13 @@ def _metrics(job_id: str):
         return JobMetrics(job_id)
     except Exception:  # noqa: BLE001 - metrics are for watching a job, never a reason to fail it
         return None
+
+
+def repair_line(problems: list, shards: int) -> str:
+    """What a resume says about the commits it withdrew because their parts were damaged."""
+    first = problems[0]
+    return (f"redoing {shards} shard{'s' * (shards != 1)} whose parts are missing or damaged"
+            f" ({len(problems)} part{'s' * (len(problems) != 1)}; {first.path}: {first.problem})")
 
 
 def _reconcile(sink: OutputSink, committed: dict) -> None:

@@ -85,7 +85,7 @@ def committed_in_plan(sink: OutputSink, planned: set) -> dict:
     outside the plan (the sources changed, so image groups moved), pieces that do not tile
     their shard (a bisection cut short), and shards with transient errors (retried now).
     """
-    committed = sink.committed()
+    committed = sink.committed(repair=True)
     covered = covered_shards(committed.values())
     transient = {r.planned for r in committed.values() if r.transient_errors}
     for record in list(committed.values()):

@@ -38,6 +38,7 @@ from maskray.pipeline.output.layout import TABLE_NAMES, CommitRecord, DamagedOut
 _INTEGERS = ("attempt", "frames", "errors", "instances", "frames_ok", "transient_errors")
 _STRINGS = ("shard", "job_id", "planned", "piece", "owner")
 _EXTRA = ("rows", "tracks", "worker", "timings")  # kept as one JSON text per row
+_PART_FIELDS = ("bytes", "shards", "rows", "sha256")  # of `files[table]`, beside its path
 MANIFEST_SCHEMA = pa.schema(
     [pa.field(name, pa.string()) for name in _STRINGS]
     + [pa.field(name, pa.int64()) for name in _INTEGERS]
@@ -45,7 +46,9 @@ MANIFEST_SCHEMA = pa.schema(
     + [field for table in TABLE_NAMES for field in (
         pa.field(f"{table}_path", pa.string()), pa.field(f"{table}_bytes", pa.int64()),
         # how many shards a merged part holds (null: the shard's own part)
-        pa.field(f"{table}_shards", pa.int64()))]
+        pa.field(f"{table}_shards", pa.int64()),
+        # the part file's rows and the sha256 of its bytes, recorded at commit (null: an older maskray)
+        pa.field(f"{table}_rows", pa.int64()), pa.field(f"{table}_sha256", pa.string()))]
     + [pa.field("extra", pa.string())]
 )
 
@@ -58,8 +61,8 @@ def records_to_table(records: Iterable[CommitRecord]) -> pa.Table:
         for table in TABLE_NAMES:
             part = record.files.get(table) or {}
             columns[f"{table}_path"].append(part.get("path"))
-            columns[f"{table}_bytes"].append(part.get("bytes"))
-            columns[f"{table}_shards"].append(part.get("shards"))
+            for name in _PART_FIELDS:
+                columns[f"{table}_{name}"].append(part.get(name))
         columns["extra"].append(json.dumps({name: getattr(record, name) for name in _EXTRA},
                                            separators=(",", ":"), default=str))
     return pa.table(columns, schema=MANIFEST_SCHEMA)
@@ -72,8 +75,9 @@ def table_to_records(table: pa.Table) -> dict[str, CommitRecord]:
         for name in TABLE_NAMES:
             if row[f"{name}_path"] is not None:
                 files[name] = {"path": row[f"{name}_path"], "bytes": row[f"{name}_bytes"]}
-                if row[f"{name}_shards"] is not None:
-                    files[name]["shards"] = row[f"{name}_shards"]
+                for field in _PART_FIELDS[1:]:
+                    if row[f"{name}_{field}"] is not None:
+                        files[name][field] = row[f"{name}_{field}"]
         extra = json.loads(row["extra"] or "{}")
         fields = {name: row[name] for name in _STRINGS + _INTEGERS + ("committed_at",)}
         records[row["shard"]] = CommitRecord(files=files, **fields, **{k: extra[k] for k in _EXTRA if k in extra})
@@ -102,6 +106,14 @@ class Committed:
 
     def __len__(self) -> int:
         return self.table.num_rows
+
+    def without(self, shards: set) -> "Committed":
+        """The same log less the records of `shards` (e.g. those whose parts are damaged)."""
+        if not shards:
+            return self
+        dropped = pc.is_in(self.table["shard"], value_set=pa.array(sorted(shards), pa.string()))
+        return Committed(self.table.filter(pc.invert(dropped)), {}, complete=self.complete,
+                         generation=self.generation, pointer=self.pointer)
 
     def shards(self) -> list[str]:
         return sorted(self.table["shard"].to_pylist())
@@ -158,6 +170,9 @@ def read_manifest(output: str, name: str) -> pa.Table:
     data = storage.read_bytes(uri)  # FileNotFoundError: replaced while we read the pointer
     try:
         table = pq.read_table(pa.BufferReader(data))
+        for field in MANIFEST_SCHEMA:  # columns an older maskray did not write (checksums): null
+            if field.name not in table.column_names and field.name.endswith(("_rows", "_sha256")):
+                table = table.append_column(field, pa.nulls(table.num_rows, field.type))
         return table.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
     except (pa.ArrowInvalid, KeyError, ValueError) as error:
         raise DamagedOutputError(f"damaged maskray file {uri}: {str(error).splitlines()[0]}") from None

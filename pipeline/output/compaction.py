@@ -22,6 +22,7 @@ whose sources changed) is filtered out of it by readers (commit_log.Committed.pa
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -164,7 +165,7 @@ def _merge(output: str, table: pa.Table, name: str, group: list[str], merged_nam
     naming = pc.is_in(column, value_set=pa.array(group, pa.string()))
     shards = table.filter(naming)["shard"]
     buffer = pa.BufferOutputStream()
-    writer, pending, pending_rows = None, [], 0
+    writer, pending, pending_rows, rows = None, [], 0, 0
     for path in group:
         part = pq.read_table(pa.BufferReader(storage.read_bytes(layout.relative_uri(output, path))))
         part = part.filter(pc.is_in(part["shard"], value_set=shards))  # a merged part may hold withdrawn rows
@@ -173,6 +174,7 @@ def _merge(output: str, table: pa.Table, name: str, group: list[str], merged_nam
             writer = pq.ParquetWriter(buffer, part.schema.with_metadata(metadata), compression="zstd")
         pending.append(part.cast(writer.schema))
         pending_rows += part.num_rows
+        rows += part.num_rows
         if pending_rows >= ROW_GROUP_ROWS:
             writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
             pending, pending_rows = [], 0
@@ -186,6 +188,9 @@ def _merge(output: str, table: pa.Table, name: str, group: list[str], merged_nam
         f"{name}_path": pc.if_else(naming, merged_name, column),
         f"{name}_bytes": pc.if_else(naming, pa.scalar(len(data), pa.int64()), table[f"{name}_bytes"]),
         f"{name}_shards": pc.if_else(naming, pa.scalar(count, pa.int64()), table[f"{name}_shards"]),
+        f"{name}_rows": pc.if_else(naming, pa.scalar(rows, pa.int64()), table[f"{name}_rows"]),
+        f"{name}_sha256": pc.if_else(naming, pa.scalar(hashlib.sha256(data).hexdigest(), pa.string()),
+                                     table[f"{name}_sha256"]),
     }
     for field, values in replace.items():
         table = table.set_column(table.schema.get_field_index(field), field, values)

@@ -138,8 +138,9 @@ def parse_json(data: bytes, uri: str) -> dict:
 class CommitRecord:
     """`_commits/<shard>.json`: one committed shard (or bisected piece of a planned shard).
 
-    `files` maps a table to `{"path": relative to OUT, "bytes": n}`; readers read these files
-    only. `planned` is the id of the planned shard this covers and `piece` its position in
+    `files` maps a table to `{"path": relative to OUT, "bytes": n, "rows": n, "sha256": hex}`
+    (rows and checksum of the file as written; records of an older maskray lack them); readers
+    read these files only. `planned` is the id of the planned shard this covers and `piece` its position in
     the bisection ("" for a whole shard, "0"/"1" for halves, "01" for a half of the first half).
     `transient_errors` counts error rows whose cause may go away (a resume redoes the shard).
     """

@@ -13,6 +13,7 @@ the same; DuckDB scans the Arrow datasets it is handed and never opens files its
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from functools import cached_property
 from typing import Iterable, Optional, Union
 
@@ -23,9 +24,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from maskray.models import rle
-from maskray.models.errors import UsageError, first_line
+from maskray.models.errors import MaskrayError, UsageError, first_line
 from maskray.pipeline import storage
-from maskray.pipeline.output import commit_log, layout, sink
+from maskray.pipeline.output import commit_log, layout, part_check, sink
 from maskray.pipeline.output.commit_log import Committed
 from maskray.pipeline.output.layout import CommitRecord
 from maskray.pipeline.output.schema import FRAMES_SCHEMA, INSTANCES_SCHEMA
@@ -101,7 +102,8 @@ class Output:
         if not paths:
             return ds.dataset([], schema=TABLE_SCHEMAS[table], format="parquet", filesystem=self.filesystem)
         # The first part's schema is the job's; parts of one job share it.
-        dataset = ds.dataset(paths, format="parquet", filesystem=self.filesystem)
+        with self._reading():
+            dataset = ds.dataset(paths, format="parquet", filesystem=self.filesystem)
         if shards is not None:  # a merged part also holds rows of shards no longer committed to it
             dataset = dataset.filter(ds.field("shard").isin(sorted(shards)))
         return dataset
@@ -125,7 +127,8 @@ class Output:
         dataset = self.instances()
         has_track = "track" in dataset.schema.names
         read = wanted + [c for c in ("shard", "track") if has_track and c not in wanted]
-        table = dataset.to_table(columns=read, filter=filter)
+        with self._reading():
+            table = dataset.to_table(columns=read, filter=filter)
         if columns is not None and "track_id" not in columns:
             return table
         if not has_track or not self.track_ids.num_rows:
@@ -149,12 +152,28 @@ class Output:
         generation = self.committed.generation
         try:
             return self._sql(query, limit)
-        except (UsageError, OSError):
+        except (UsageError, OSError, layout.DamagedOutputError):
             # A manifest published meanwhile (compaction, a withdrawal) may have removed parts
             # of the snapshot this query read: run it once more on the new one.
             if self.refresh().committed.generation == generation:
                 raise
             return self._sql(query, limit)
+
+    @contextmanager
+    def _reading(self):
+        """A failed read of the parts becomes one line naming the missing or damaged file
+        (exit 1: OUT is damaged, the user's command was right)."""
+        try:
+            yield
+        except MaskrayError:
+            raise
+        except (OSError, pa.ArrowInvalid) as error:
+            raise part_check.read_failure(self.uri, self.committed.table, error) from None
+        except (duckdb.IOException, duckdb.InvalidInputException) as error:  # or the query's own fault
+            damage = part_check.read_failure(self.uri, self.committed.table, error)
+            if damage.parts_found:
+                raise damage from None
+            raise
 
     def _sql(self, query: str, limit: Optional[int]) -> pa.Table:
         connection = duckdb.connect(config=LOCKED_DOWN)
@@ -162,11 +181,12 @@ class Output:
             connection.register("frames", self.dataset("frames"))
             self._register_instances(connection)
             connection.execute(f"CREATE TEMP VIEW tracks AS {TRACKS_SQL}")
-            relation = connection.sql(query)
-            # Statements such as SET or CREATE give no relation: they run and return nothing.
-            if relation is None:
-                return pa.table({})
-            return (relation if limit is None else relation.limit(limit)).to_arrow_table()
+            with self._reading():  # a scan that meets a missing or damaged part
+                relation = connection.sql(query)
+                # Statements such as SET or CREATE give no relation: they run and return nothing.
+                if relation is None:
+                    return pa.table({})
+                return (relation if limit is None else relation.limit(limit)).to_arrow_table()
         except duckdb.Error as error:
             raise UsageError(f"query failed: {_duckdb_message(error)}") from None
         finally:
@@ -221,6 +241,22 @@ def open_output(uri: str) -> Output:
     if not found:
         raise UsageError(f"{uri} is not a maskray output (no {layout.JOB_FILE} and no {layout.COMMITS}/)")
     return output
+
+
+@contextmanager
+def damage_named(uri: str):
+    """Around a tool that reads OUT's parts (export, eval, render): a read that fails on a
+    missing or damaged part becomes one line naming it (exit 1), as in `Output.sql`."""
+    try:
+        yield
+    except MaskrayError:
+        raise
+    except (OSError, pa.ArrowInvalid) as error:
+        output = Output(uri)
+        damage = part_check.read_failure(output.uri, output.committed.table, error)
+        if damage.parts_found or output.path in str(error):
+            raise damage from None
+        raise  # not OUT's parts (a --source, a ground truth): the tool's own error
 
 
 def write_file(uri: str, data: bytes) -> None:

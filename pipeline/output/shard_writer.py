@@ -6,6 +6,7 @@ the commit record to its `OutputSink`, which checks that OUT still belongs to th
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 
@@ -74,7 +75,9 @@ class ShardWriter:
             data = self._buffers[table].getvalue().to_pybytes()
             relative = layout.part_name(table, self.shard_id, self.token)
             storage.write_bytes_atomic(layout.relative_uri(self.sink.output, relative), data)
-            files[table] = {"path": relative, "bytes": len(data)}
+            # What `maskray verify` and a resume check the stored file against.
+            files[table] = {"path": relative, "bytes": len(data), "rows": self.rows[table],
+                            "sha256": hashlib.sha256(data).hexdigest()}
         timings = dict(fields.pop("timings", {}), write_s=round(time.time() - started, 3))
         record = CommitRecord(
             shard=self.shard_id, job_id=self.sink.job_id, attempt=self.attempt, files=files,

@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Optional
 
 from maskray.models.errors import MaskrayError, UsageError
 from maskray.pipeline import storage
-from maskray.pipeline.output import commit_log, layout
+from maskray.pipeline.output import commit_log, layout, part_check
 from maskray.pipeline.output.layout import CommitRecord, DamagedOutputError
 from maskray.pipeline.output.lease import Lease
 from maskray.pipeline.output.log_writer import CommitLogWriter, delete_file
@@ -44,9 +44,12 @@ class OutputSink:
         self.owner = owner
         self.lease: Optional[Lease] = None
         self.log: Optional[CommitLogWriter] = None  # the driver's only
+        self.repaired: list = []  # the driver's: problems of parts whose shards it withdrew to redo
+        self.redone: set = set()  # those shards (and any sharing a merged part with them)
 
     def __getstate__(self):
-        return {"output": self.output, "job_id": self.job_id, "owner": self.owner, "lease": None, "log": None}
+        return {"output": self.output, "job_id": self.job_id, "owner": self.owner, "lease": None, "log": None,
+                "repaired": [], "redone": set()}
 
     # ---- driver: start ------------------------------------------------------------------------
     def on_write_start(self, make_manifest: Callable[[Optional[dict]], dict], *, overwrite: bool,
@@ -66,7 +69,10 @@ class OutputSink:
         try:
             try:
                 previous = read_job(self.output)
-            except DamagedOutputError:
+            except DamagedOutputError as error:
+                if not overwrite:  # which job OUT holds is unknown: not "a different job"
+                    raise UsageError(f"{error}; run `maskray verify {self.output}`, or --overwrite to"
+                                     " replace what OUT holds") from None
                 previous = {"fingerprint": "unreadable"}
             if previous is not None and overwrite:
                 clear_output(self.output)
@@ -111,10 +117,21 @@ class OutputSink:
         return record
 
     # ---- driver: progress, end ----------------------------------------------------------------
-    def committed(self) -> dict[str, CommitRecord]:
+    def committed(self, repair: bool = False) -> dict[str, CommitRecord]:
         """This job's commit records (manifest and files); a damaged one is left out (its
-        shard is redone)."""
-        return self._log().load(commit_log.read_committed(self.output, self.job_id, damaged="skip"))
+        shard is redone). With `repair` (a driver starting), the commits whose parts are
+        missing or of the wrong size (one listing: `part_check.py`) are withdrawn first, with
+        any sharing a merged part with them, so their shards are redone; `repaired` says which."""
+        found = commit_log.read_committed(self.output, self.job_id, damaged="skip")
+        records = self._log().load(found)
+        if repair and len(found):
+            problems = part_check.check_parts(self.output, found.table)
+            redo = part_check.shards_to_redo(found.table, {s for p in problems for s in p.shards})
+            for shard in sorted(redo):
+                if shard in records:
+                    self.withdraw(records.pop(shard))
+            self.repaired, self.redone = problems, redo
+        return records
 
     def record(self, record: CommitRecord) -> None:
         """The driver learnt of a commit: it goes into the next manifest."""

@@ -6,7 +6,9 @@ manifest and the records not folded yet, summed column-wise),
 A job without `_SUCCESS` whose driver holds no live lease was killed or lost, including a
 driver killed before its first heartbeat (its lease expires): the job is reported stopped,
 and re-running the same `maskray submit` resumes it. Lease ages are judged with the clock
-skew margin of `lease.py`.
+skew margin of `lease.py`. One listing of each table's folder checks that every committed part
+is there at its recorded size (`part_check.py`): a job with a part missing or cut short is
+`damaged`, never `done`, and its shards count as not done.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 from maskray.models.errors import UsageError, first_line
-from maskray.pipeline.output import commit_log, layout, lease, sink
+from maskray.pipeline.output import commit_log, layout, lease, part_check, sink
 
 
 class NoJobError(UsageError):
@@ -45,6 +47,7 @@ class OutputStatus:
     requeued_shards: Optional[int] = None  # shards put back from drained or lost nodes: no retry charged
     nodes_lost: Optional[int] = None  # of those, shards whose node died without notice
     replicas: Optional[list] = None  # per node: replicas by state (starting, idle, working, draining), frames/s
+    parts_damaged: int = 0  # committed parts missing or of the wrong size (one listing: part_check.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,14 +64,23 @@ def output_status(output: str, now: Optional[float] = None) -> OutputStatus:
         raise NoJobError(f"no maskray job in {output} (no {layout.JOB_FILE})")
     job_id = manifest.get("job_id")
     committed = commit_log.read_committed(output, job_id)
+    now = time.time() if now is None else now
+    holder = lease.live_holder(output, now)
+    damaged = part_check.check_parts(output, committed.table) if len(committed) else []
+    if damaged and holder is not None:  # or replaced meanwhile (a retry, compaction): look again
+        committed = commit_log.read_committed(output, job_id)
+        damaged = part_check.check_parts(output, committed.table)
+    redo = {shard for problem in damaged for shard in problem.shards}
+    whole = committed.without(redo)
     driver = sink.read_driver_state(output) or {}
     if driver.get("job_id") not in (None, job_id):
         driver = {}
     success = sink.read_success(output)
-    now = time.time() if now is None else now
-    holder = lease.live_holder(output, now)
 
-    if success is not None and success.get("job_id", job_id) == job_id:
+    if damaged and holder is None:  # never "done" over a missing part
+        state = "damaged"
+        message = part_check.summary_line(output, damaged, part_check.part_count(committed.table))
+    elif success is not None and success.get("job_id", job_id) == job_id:
         state, message = "done", ""
     elif holder is not None:
         state, message = "running", ""
@@ -84,12 +96,12 @@ def output_status(output: str, now: Optional[float] = None) -> OutputStatus:
         job_id=job_id,
         state=state,
         message=message,
-        shards_done=len(committed.covered_shards()),
+        shards_done=len(whole.covered_shards()),
         shards_total=manifest.get("shards"),
-        frames_done=committed.total("frames"),
+        frames_done=whole.total("frames"),
         frames_total=manifest.get("frames"),
-        instances=committed.total("instances"),
-        errors=committed.total("errors"),
+        instances=whole.total("instances"),
+        errors=whole.total("errors"),
         frames_per_s=driver.get("frames_per_s"),
         model=manifest.get("model"),
         weights_id=manifest.get("weights_id"),
@@ -100,6 +112,7 @@ def output_status(output: str, now: Optional[float] = None) -> OutputStatus:
         requeued_shards=driver.get("requeued_shards"),
         nodes_lost=driver.get("nodes_lost"),
         replicas=driver.get("replicas") if state == "running" else None,
+        parts_damaged=len(damaged),
     )
 
 
@@ -115,6 +128,9 @@ def format_status(status: OutputStatus) -> str:
     ]
     if status.driver:
         lines.append(f"driver    {status.driver}")
+    if status.parts_damaged and status.state != "damaged":
+        lines.append(f"damaged   {status.parts_damaged} committed parts missing or of the wrong size:"
+                     f" run `maskray verify {status.output}`")
     lines += [
         f"shards    {of(status.shards_done, status.shards_total)}",
         f"frames    {of(status.frames_done, status.frames_total)}",

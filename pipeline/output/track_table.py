@@ -15,7 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from maskray.pipeline import storage
-from maskray.pipeline.output.layout import tracks_dir_uri
+from maskray.models.errors import first_line
+from maskray.pipeline.output.layout import DamagedOutputError, tracks_dir_uri
 
 TRACK_IDS_SCHEMA = pa.schema([
     pa.field("shard", pa.string(), nullable=False),
@@ -65,7 +66,11 @@ def read_track_ids(output: str, committed_shards) -> pa.Table:
     for uri, _ in found:
         if not uri.endswith(".parquet"):
             continue
-        table = pq.read_table(pa.BufferReader(storage.read_bytes(uri)))
+        try:
+            table = pq.read_table(pa.BufferReader(storage.read_bytes(uri)))
+        except (OSError, pa.ArrowInvalid) as error:
+            raise DamagedOutputError(f"damaged maskray file {uri}: {first_line(error)}; the same `maskray submit`"
+                                     " run again writes it anew") from None
         shards = json.loads((table.schema.metadata or {}).get(_SHARDS_KEY, b"[]"))
         if set(shards) <= committed_shards:
             tables.append(table.replace_schema_metadata(None).cast(TRACK_IDS_SCHEMA))
