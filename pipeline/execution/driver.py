@@ -41,6 +41,10 @@ from maskray.pipeline.tracking.segment import HEAD_FRAMES
 from maskray.pipeline.tracking.track_ids import stitch_job
 from maskray.pipeline.output.layout import covered_shards
 from maskray.pipeline.output.sink import OutputSink, StaleWriterError, refuse_overlap
+from maskray.pipeline.storage import WriteError
+
+
+STOPPED_BY_USER = "stopped by the user (Ctrl-C); run the same submit again to resume"
 
 
 @dataclass
@@ -75,7 +79,10 @@ def run(spec, *, overwrite: bool = False, connect: Optional[Callable[[], None]] 
         heartbeat.start()
         outcome = _run(spec, sink, media, manifest, heartbeat, connect, stream, terminal)
     except BaseException as error:
-        heartbeat.stop("failed", error_line(error) or type(error).__name__)
+        if isinstance(error, KeyboardInterrupt):  # Ctrl-C: `status` says so, and how to go on
+            heartbeat.stop("stopped", STOPPED_BY_USER)
+        else:
+            heartbeat.stop("failed", error_line(error) or type(error).__name__)
         sink.on_write_failed(error)
         if isinstance(error, Exception) and not isinstance(error, MaskrayError) and is_ray_error(error):
             raise MaskrayError(f"job failed: {error_line(error)}") from error
@@ -204,6 +211,9 @@ def _dispatch(pool: WorkerPool, feed: PlanFeed, pending: list[ShardTask], commit
                 except ray.exceptions.RayTaskError as error:
                     if isinstance(original_error(error), StaleWriterError):
                         raise MaskrayError(f"job stopped: {error_line(error)}") from error
+                    cause = original_error(error)
+                    if isinstance(cause, WriteError) and not cause.transient:
+                        raise cause from None  # a full disk or a read-only OUT: every shard would fail alike
                     # A fresh actor for whatever comes next: the failed one may be a zombie, or
                     # hold a broken CUDA context.
                     pool.replace(actor)

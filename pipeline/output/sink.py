@@ -60,7 +60,7 @@ class OutputSink:
         try:
             self.lease = Lease(self.output, lease_ttl_s).acquire()
         except OSError as error:
-            raise UsageError(f"cannot write to output {self.output}: {_line(error)}") from None
+            raise UsageError(_unwritable(self.output, error)) from None
         self.owner = self.lease.owner
         try:
             try:
@@ -78,7 +78,7 @@ class OutputSink:
             self.lease.renew(self.job_id)
         except OSError as error:
             self.lease.release()
-            raise UsageError(f"cannot write to output {self.output}: {_line(error)}") from None
+            raise UsageError(_unwritable(self.output, error)) from None
         except BaseException:
             self.lease.release()
             raise
@@ -272,6 +272,13 @@ def _read_commit_or_none(uri: str) -> Optional[CommitRecord]:
 
 def _delete_file(uri: str) -> None:
     delete_file(uri)
+
+
+def _unwritable(output: str, error: OSError) -> str:
+    """The line for an OUT that cannot be written at the start (a usage error: exit 2)."""
+    if isinstance(error, storage.WriteError):
+        return str(error)  # names the file and what to do
+    return f"cannot write to output {output}: {_line(error)}"
 
 
 def _line(error: BaseException) -> str:
