@@ -34,6 +34,7 @@ from maskray.pipeline.execution.worker_pool import (
     WorkerPool, error_line, is_ray_error, original_error, placement_text, pool_size,
 )
 from maskray.pipeline.execution.plan_feed import CompletePlan, PlanFeed, committed_in_plan
+from maskray.pipeline.inputs.overlap import refuse_output_among_sources
 from maskray.pipeline.inputs.plan_stream import ShardStream, plan_from_cache, plan_settings
 from maskray.pipeline.inputs.shards import PlanSettings
 from maskray.pipeline.inputs.sampling import Sampling
@@ -65,6 +66,7 @@ def run(spec, *, overwrite: bool = False, connect: Optional[Callable[[], None]] 
     """
     if overwrite:  # before anything else: --overwrite must never reach an input
         refuse_overlap(spec.output, spec.sources)
+    refuse_output_among_sources(spec.output, spec.sources)  # parts must never land among inputs
     if preflight:
         preflight()
     connect = Once(connect or (lambda: None))
