@@ -65,7 +65,9 @@ class OutputSink:
         try:
             try:
                 previous = read_job(self.output)
-            except DamagedOutputError:
+            except DamagedOutputError as error:
+                if not overwrite:  # which job OUT holds cannot be told: never guess, never replace
+                    raise UsageError(_unreadable_job(self.output, error)) from None
                 previous = {"fingerprint": "unreadable"}
             if previous is not None and overwrite:
                 clear_output(self.output)
@@ -272,6 +274,13 @@ def _read_commit_or_none(uri: str) -> Optional[CommitRecord]:
 
 def _delete_file(uri: str) -> None:
     delete_file(uri)
+
+
+def _unreadable_job(output: str, error: DamagedOutputError) -> str:
+    detail = str(error).split(": ", 1)[-1]
+    return (f"{layout.job_uri(output)} is unreadable ({detail}), so which job {output} holds cannot be told;"
+            " restore it from a copy to resume, or run with --overwrite to replace that job"
+            " (its committed results are removed), or choose another --output")
 
 
 def _unwritable(output: str, error: OSError) -> str:
