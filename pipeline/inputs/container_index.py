@@ -54,8 +54,10 @@ def source_version(uri: str) -> tuple[int, Optional[int]]:
     """(size, mtime in ns or None) of a file: one metadata request."""
     filesystem, path = storage.resolve(uri)
     info = filesystem.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:  # it was listed: deleted since, or the store is out
+        raise DecodeError(f"cannot read video: {read_problem(FileNotFoundError(uri))}", transient=True)
     if info.type != pafs.FileType.File:
-        raise DecodeError("cannot read video: not a file any more", transient=True)  # it was listed
+        raise DecodeError("cannot read video: not a file any more")
     return int(info.size or 0), info.mtime_ns
 
 
