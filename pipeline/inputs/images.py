@@ -8,8 +8,9 @@ a 12-bit sensor frame keeps its brightness and two frames of one sequence decode
 read `sBIT`). The EXIF orientation is applied so boxes match what a viewer shows.
 
 Sizes: an image over `MAX_DECODE_PIXELS` is decoded reduced (JPEG: by Pillow's `draft`,
-inside the DCT; others: `Image.reduce`), so one 100-megapixel photo does not become
-gigabytes of floats; `ImageFrame.width/height` stay the image's own, and the worker maps
+inside the DCT; 8-bit PNG: band by band, each reduced as it is decoded (`png_strips.py`), so
+its full-size pixels are never held; others: decoded whole, then `Image.reduce`), so one
+100-megapixel photo does not become gigabytes of floats; `ImageFrame.width/height` stay the image's own, and the worker maps
 outputs back to them (`geometry.py`).
 
 Pages: an animated GIF (or WebP/APNG) and a multi-page TIFF hold several frames;
@@ -30,6 +31,7 @@ from PIL import Image, ImageSequence, TiffImagePlugin, UnidentifiedImageError
 
 from maskray.models.errors import first_line
 from maskray.pipeline.inputs.errors import DecodeError
+from maskray.pipeline.inputs.png_strips import reduced_png
 
 MAX_DECODE_PIXELS = 25_000_000  # a 6000x4000 photo is decoded whole; a larger one reduced
 # TIFF pages decode through libtiff: Pillow's own reader of uncompressed strips reads planar
@@ -75,7 +77,7 @@ def decode_frames(data: bytes, max_pixels: Optional[int] = MAX_DECODE_PIXELS,
     with _readable(), _opened(io.BytesIO(data), data[:16]) as image:
         elapsed_ms: Optional[float] = 0.0 if _has_durations(image) else None
         for page in ImageSequence.Iterator(image):
-            yield _decode_page(page, max_pixels, None if elapsed_ms is None else elapsed_ms / 1000.0)
+            yield _decode_page(page, max_pixels, None if elapsed_ms is None else elapsed_ms / 1000.0, data)
             if first_only:
                 return
             if elapsed_ms is not None:
@@ -142,17 +144,23 @@ class _readable:
         return False
 
 
-def _decode_page(page: Image.Image, max_pixels: Optional[int], time: Optional[float]) -> ImageFrame:
+def _decode_page(page: Image.Image, max_pixels: Optional[int], time: Optional[float],
+                 data: bytes = b"") -> ImageFrame:
     orientation = _orientation(page)
     width, height = page.size
     if orientation in _SWAPS_SIDES:
         width, height = height, width
     factor = _reduction(page.size, max_pixels)
-    if factor > 1 and page.format == "JPEG":
-        # JPEG decodes at 1/2, 1/4 or 1/8 scale for little more than the cost of the small image.
-        page.draft("RGB", (math.ceil(page.size[0] / factor), math.ceil(page.size[1] / factor)))
-    page.load()
-    rgb = _to_rgb(page)
+    rgb = None
+    if factor > 1 and page.format == "PNG" and getattr(page, "n_frames", 1) == 1:
+        # Decoded and reduced band by band: the full-size pixels are never held at once.
+        rgb = reduced_png(data, factor, _to_rgb)
+    if rgb is None:
+        if factor > 1 and page.format == "JPEG":
+            # JPEG decodes at 1/2, 1/4 or 1/8 scale for little more than the cost of the small image.
+            page.draft("RGB", (math.ceil(page.size[0] / factor), math.ceil(page.size[1] / factor)))
+        page.load()
+        rgb = _to_rgb(page)
     factor = _reduction(rgb.size, max_pixels)
     if factor > 1:
         rgb = rgb.reduce(factor)
