@@ -55,3 +55,17 @@ def test_layouts_the_band_path_does_not_take_are_decoded_whole_and_reduced():
     assert png_strips.reduced_png(data, 2, images._to_rgb) is None
     (frame,) = decode_frames(data, max_pixels=100 * 100)
     assert (frame.width, frame.height) == (300, 200) and np.array_equal(frame.rgb, _whole_then_reduced(data, 100 * 100))
+
+
+def test_a_large_png_keeps_its_exif_rotation_without_being_decoded_whole(monkeypatch):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    buffer = io.BytesIO()
+    Image.new("RGB", (400, 200), (200, 10, 10)).save(buffer, "PNG", exif=exif.tobytes())
+    monkeypatch.setattr(png_strips, "BAND_BYTES", 400 * 3 * 10)  # bands of 9 rows
+    loads = []
+    real_load = Image.Image.load
+    monkeypatch.setattr(Image.Image, "load", lambda self: loads.append(self.size) or real_load(self))
+    (frame,) = decode_frames(buffer.getvalue(), max_pixels=100 * 100)
+    assert (frame.width, frame.height) == (200, 400) and frame.rgb.shape == (134, 67, 3)
+    assert (400, 200) not in loads  # reading the orientation did not decode the full image

@@ -180,6 +180,12 @@ def _reduction(size: tuple[int, int], max_pixels: Optional[int]) -> int:
 
 def _orientation(image: Image.Image) -> int:
     try:
+        if image.format == "PNG":
+            # Pillow's PNG `getexif` decodes the whole image to look for an eXIf chunk after
+            # the pixels; one before them (where writers put it) is already in `info`.
+            exif = Image.Exif()
+            exif.load(image.info.get("exif") or b"")
+            return int(exif.get(_EXIF_ORIENTATION, 1) or 1)
         return int(image.getexif().get(_EXIF_ORIENTATION, 1) or 1)
     except Exception:  # noqa: BLE001 - malformed EXIF must not lose a readable image
         return 1
