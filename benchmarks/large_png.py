@@ -71,7 +71,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, f"large-{args.side}.png")
-        make_png(path, args.side)
+        # In a process of its own: a child's peak RSS starts at its parent's size at fork
+        # time, so the parent must never have held the full-size picture.
+        subprocess.run([sys.executable, "-c", "import sys; from benchmarks.large_png import make_png;"
+                        " make_png(sys.argv[1], int(sys.argv[2]))", path, str(args.side)], check=True)
         runs = {"before": [], "after": []}
         for _ in range(args.repeat):  # interleaved, so background load hits both alike
             for how in runs:

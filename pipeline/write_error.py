@@ -20,6 +20,7 @@ _WRITE_PROBLEMS = {
     errno.EROFS: ("read-only file system", "make it writable or choose another --output"),
     errno.EACCES: ("permission denied", "give maskray write permission there or choose another --output"),
     errno.EPERM: ("operation not permitted", "give maskray write permission there or choose another --output"),
+    errno.ENOTDIR: ("a file is in the way (part of the path is a file, not a folder)", "choose another --output"),
     errno.EFBIG: ("file too large for this file system", "choose an --output on another file system"),
 }
 _DENIED_WORDS = ("AccessDenied", "ACCESS_DENIED", "Forbidden", "(HTTP status 403")
@@ -31,12 +32,12 @@ class WriteError(MaskrayError, OSError):
     so code that tolerates a failed write (a cache) still does. `transient`: the store did
     not answer (a worker's shard is retried); otherwise nothing will change until the user acts."""
 
-    def __init__(self, message: str, transient: bool = False, code: int = 0):
+    def __init__(self, message: str, transient: bool = False, code: int = 0, detail: str = ""):
         super().__init__(message)
-        self.transient, self.code = transient, code
+        self.transient, self.code, self.detail = transient, code, detail  # detail: "what; what to do"
 
     def __reduce__(self):  # crosses from a Ray worker to the driver whole
-        return type(self), (str(self), self.transient, self.code)
+        return type(self), (str(self), self.transient, self.code, self.detail)
 
     def __str__(self) -> str:
         return self.args[0] if self.args else ""
@@ -55,4 +56,4 @@ class WriteError(MaskrayError, OSError):
             what, fix = first_line(error, 200), "check that OUT is writable"
         transient = code not in _WRITE_PROBLEMS and transient
         return cls(f"cannot write {uri}: {what}; {fix}, then run the same command to resume"
-                   " (what is committed is kept)", transient=transient, code=code)
+                   " (what is committed is kept)", transient=transient, code=code, detail=f"{what}; {fix}")

@@ -285,8 +285,8 @@ def _unreadable_job(output: str, error: DamagedOutputError) -> str:
 
 def _unwritable(output: str, error: OSError) -> str:
     """The line for an OUT that cannot be written at the start (a usage error: exit 2)."""
-    if isinstance(error, storage.WriteError):
-        return str(error)  # names the file and what to do
+    if isinstance(error, storage.WriteError) and error.detail:
+        return f"cannot write to output {output}: {error.detail}"
     return f"cannot write to output {output}: {_line(error)}"
 
 
