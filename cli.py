@@ -8,12 +8,17 @@ commands so `maskray --help` stays instant.
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 
 import click
 
 from maskray.commands import models, results, run, training
 from maskray.models.errors import MaskrayError
+
+
+STOPPED = "maskray: stopped; run the same command to resume"
 
 
 class _Group(click.Group):
@@ -25,7 +30,8 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="maskray")
-def cli():
+@click.option("--debug", is_flag=True, help="On an error, print its traceback too (or set MASKRAY_DEBUG=1).")
+def cli(debug):
     """maskray: Mask R-CNN instance segmentation over large image and video collections.
 
     \b
@@ -34,6 +40,8 @@ def cli():
       maskray submit ./videos/ --output out/ --weights coco --every 5
       maskray query out/ "SELECT category, count(*) FROM instances GROUP BY 1"
     """
+    if debug:
+        os.environ["MASKRAY_DEBUG"] = "1"
 
 
 # In the order a user's day meets them (`maskray --help` lists them so).
@@ -50,8 +58,8 @@ def main(argv=None) -> None:
     try:
         # Commands return their exit code (0, or 3 when some inputs were recorded as errors).
         code = cli.main(args=argv, prog_name="maskray", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("maskray: aborted", err=True)
+    except click.exceptions.Abort:  # click's word for Ctrl-C: what a job committed stays
+        click.echo(STOPPED, err=True)
         sys.exit(130)
     except click.exceptions.NoArgsIsHelpError as error:  # bare `maskray`: the help is the answer
         error.show()
@@ -64,10 +72,12 @@ def main(argv=None) -> None:
         click.echo(f"maskray: error: {error.format_message()}{hint}", err=True)
         sys.exit(error.exit_code)
     except MaskrayError as error:
+        if os.environ.get("MASKRAY_DEBUG", "") not in ("", "0"):
+            traceback.print_exc()
         click.echo(f"maskray: error: {error}", err=True)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
-        click.echo("maskray: interrupted", err=True)
+        click.echo(STOPPED, err=True)
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
 

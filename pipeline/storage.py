@@ -29,6 +29,7 @@ from urllib.parse import unquote, urlparse
 import pyarrow.fs as pafs
 
 from maskray.models.errors import UsageError
+from maskray.pipeline.write_error import WriteError
 
 _REMOTE_SCHEMES = ("s3", "gs", "gcs")
 _cache: dict[tuple, pafs.FileSystem] = {}
@@ -166,9 +167,15 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
     """Write `data` so readers see the old object or the whole new one, never a part.
 
     Local: a temp file in the same folder, then `os.replace`. Object stores: one PUT
-    (an object appears only when its upload completes). Both are retried whole.
+    (an object appears only when its upload completes). Both are retried whole. A failure
+    that outlasts the retries is a `WriteError`: one line naming the file and what to do.
     """
-    retrying(_write_once, uri, data)
+    try:
+        retrying(_write_once, uri, data)
+    except WriteError:
+        raise
+    except OSError as error:
+        raise WriteError.of(uri, error, transient=is_transient(error)) from error
 
 
 def _write_once(uri: str, data: bytes) -> None:

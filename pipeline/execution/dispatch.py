@@ -25,6 +25,7 @@ from maskray.pipeline.execution.tasks import ShardTask, bisect
 from maskray.pipeline.execution.worker_pool import WorkerPool, error_line, original_error
 from maskray.pipeline.output.layout import covered_shards
 from maskray.pipeline.output.sink import StaleWriterError
+from maskray.pipeline.storage import WriteError
 
 
 def dispatch(pool: WorkerPool, feed, pending: list[ShardTask], committed: dict, progress, heartbeat,
@@ -82,6 +83,9 @@ def dispatch(pool: WorkerPool, feed, pending: list[ShardTask], committed: dict, 
                 except ray.exceptions.RayTaskError as error:
                     if isinstance(original_error(error), StaleWriterError):
                         raise MaskrayError(f"job stopped: {error_line(error)}") from error
+                    cause = original_error(error)
+                    if isinstance(cause, WriteError) and not cause.transient:
+                        raise cause from None  # a full disk or a read-only OUT: every shard would fail alike
                     # A fresh replica for whatever comes next: the failed one may be a zombie, or
                     # hold a broken CUDA context.
                     pool.replace(replica)

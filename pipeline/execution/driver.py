@@ -35,6 +35,7 @@ from maskray.pipeline.execution.startup import Once, list_sources
 from maskray.pipeline.execution.pool_sizing import following, pool_size
 from maskray.pipeline.execution.worker_pool import WorkerPool, error_line, is_ray_error, placement_text
 from maskray.pipeline.execution.plan_feed import CompletePlan, PlanFeed, committed_in_plan
+from maskray.pipeline.inputs.overlap import refuse_output_among_sources
 from maskray.pipeline.inputs.plan_stream import ShardStream, plan_from_cache, plan_settings
 from maskray.pipeline.inputs.shards import PlanSettings
 from maskray.pipeline.inputs.sampling import Sampling
@@ -43,6 +44,9 @@ from maskray.pipeline.tracking.track_ids import stitch_job
 from maskray.pipeline.output.layout import covered_shards
 from maskray.pipeline.output.sink import OutputSink, refuse_overlap
 from maskray.pipeline.weights_location import JobWeights
+
+
+STOPPED_BY_USER = "stopped by the user (Ctrl-C); run the same submit again to resume"
 
 
 @dataclass
@@ -63,6 +67,7 @@ def run(spec, *, overwrite: bool = False, connect: Optional[Callable[[], None]] 
     """
     if overwrite:  # before anything else: --overwrite must never reach an input
         refuse_overlap(spec.output, spec.sources)
+    refuse_output_among_sources(spec.output, spec.sources)  # parts must never land among inputs
     if preflight:
         preflight()
     weights = JobWeights(spec)  # fetched and checked once, just before Ray starts
@@ -78,7 +83,10 @@ def run(spec, *, overwrite: bool = False, connect: Optional[Callable[[], None]] 
         heartbeat.start()
         outcome = _run(spec, sink, media, manifest, heartbeat, connect, stream, terminal, weights)
     except BaseException as error:
-        heartbeat.stop("failed", error_line(error) or type(error).__name__)
+        if isinstance(error, KeyboardInterrupt):  # Ctrl-C: `status` says so, and how to go on
+            heartbeat.stop("stopped", STOPPED_BY_USER)
+        else:
+            heartbeat.stop("failed", error_line(error) or type(error).__name__)
         sink.on_write_failed(error)
         if isinstance(error, Exception) and not isinstance(error, MaskrayError) and is_ray_error(error):
             raise MaskrayError(f"job failed: {error_line(error)}") from error

@@ -20,9 +20,8 @@ from typing import Optional
 
 import pyarrow.fs as pafs
 
-from maskray.models.errors import first_line
 from maskray.pipeline import storage
-from maskray.pipeline.inputs.errors import DecodeError
+from maskray.pipeline.inputs.errors import DecodeError, missing_is_transient, read_problem
 from maskray.pipeline.inputs.frame_index import FrameIndex
 from maskray.pipeline.inputs.index_cache import video_index_uri
 from maskray.pipeline.inputs.mkv_index import EBML_MAGIC, mkv_frame_index
@@ -55,6 +54,8 @@ def source_version(uri: str) -> tuple[int, Optional[int]]:
     """(size, mtime in ns or None) of a file: one metadata request."""
     filesystem, path = storage.resolve(uri)
     info = filesystem.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:  # it was listed: deleted since, or the store is out
+        raise DecodeError(f"cannot read video: {read_problem(FileNotFoundError(uri))}", transient=True)
     if info.type != pafs.FileType.File:
         raise DecodeError("cannot read video: not a file any more")
     return int(info.size or 0), info.mtime_ns
@@ -68,7 +69,7 @@ def index_video(uri: str, output: Optional[str] = None) -> tuple[FrameIndex, Ind
     try:
         size, mtime_ns = source_version(uri)
     except OSError as error:
-        raise DecodeError(f"cannot read video: {first_line(error)}", transient=storage.is_transient(error)) from None
+        raise DecodeError(f"cannot read video: {read_problem(error)}", transient=missing_is_transient(error)) from None
     key = cache_key(uri, size, mtime_ns) if output else None
     if key:
         cached = _read_cached(video_index_uri(output, key))
@@ -114,7 +115,7 @@ def index_of_shard(uri: str, key: Optional[str], output: Optional[str]) -> Frame
         try:
             index, report = storage.retrying(index_video, uri, output)
         except OSError as error:
-            raise DecodeError(f"cannot read video: {first_line(error)}", transient=storage.is_transient(error)) from None
+            raise DecodeError(f"cannot read video: {read_problem(error)}", transient=missing_is_transient(error)) from None
         if key is not None and report.key != key:
             raise DecodeError("the video changed after the job was planned: run the job again with --overwrite")
     if key is not None:

@@ -8,8 +8,9 @@ a 12-bit sensor frame keeps its brightness and two frames of one sequence decode
 read `sBIT`). The EXIF orientation is applied so boxes match what a viewer shows.
 
 Sizes: an image over `MAX_DECODE_PIXELS` is decoded reduced (JPEG: by Pillow's `draft`,
-inside the DCT; others: `Image.reduce`), so one 100-megapixel photo does not become
-gigabytes of floats; `ImageFrame.width/height` stay the image's own, and the worker maps
+inside the DCT; 8-bit PNG: band by band, each reduced as it is decoded (`png_strips.py`), so
+its full-size pixels are never held; others: decoded whole, then `Image.reduce`), so one
+100-megapixel photo does not become gigabytes of floats; `ImageFrame.width/height` stay the image's own, and the worker maps
 outputs back to them (`geometry.py`).
 
 Pages: an animated GIF (or WebP/APNG) and a multi-page TIFF hold several frames;
@@ -26,12 +27,21 @@ from dataclasses import dataclass
 from typing import Iterator, Optional
 
 import numpy as np
-from PIL import Image, ImageSequence, UnidentifiedImageError
+from PIL import Image, ImageSequence, TiffImagePlugin, UnidentifiedImageError
 
 from maskray.models.errors import first_line
 from maskray.pipeline.inputs.errors import DecodeError
+from maskray.pipeline.inputs.png_strips import reduced_png
 
 MAX_DECODE_PIXELS = 25_000_000  # a 6000x4000 photo is decoded whole; a larger one reduced
+# TIFF pages decode through libtiff: Pillow's own reader of uncompressed strips reads planar
+# (separate colour planes) pages of 16-bit samples as garbage; libtiff reads them right.
+TiffImagePlugin.READ_LIBTIFF = True
+# The Pillow plugin for each container, by its first bytes: counting opens only that plugin,
+# so no other plugin probes the stream with calls it may not support (IM's `readline`).
+_FORMATS_BY_MAGIC = ((b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+                     (b"\x89PNG\r\n\x1a\n", "PNG"), (b"RIFF", "WEBP"))
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
 _EXIF_ORIENTATION = 0x0112
 _SWAPS_SIDES = (5, 6, 7, 8)  # EXIF orientations that turn the image by 90 degrees
 
@@ -64,27 +74,56 @@ def decode_frames(data: bytes, max_pixels: Optional[int] = MAX_DECODE_PIXELS,
     """
     if not data:
         raise DecodeError("empty file (0 bytes)")
-    with _readable(), _opened(io.BytesIO(data)) as image:
+    with _readable(), _opened(io.BytesIO(data), data[:16]) as image:
         elapsed_ms: Optional[float] = 0.0 if _has_durations(image) else None
         for page in ImageSequence.Iterator(image):
-            yield _decode_page(page, max_pixels, None if elapsed_ms is None else elapsed_ms / 1000.0)
+            yield _decode_page(page, max_pixels, None if elapsed_ms is None else elapsed_ms / 1000.0, data)
             if first_only:
                 return
             if elapsed_ms is not None:
                 elapsed_ms += float(page.info.get("duration") or 0)
 
 
-def count_frames(stream) -> int:
-    """How many frames an image file holds (reads headers only for TIFF; GIF is scanned)."""
-    with _readable(), _opened(stream) as image:
-        return int(getattr(image, "n_frames", 1) or 1)
+def count_frames(stream, head: bytes = b"") -> int:
+    """How many frames an image file holds (reads headers only for TIFF; GIF is scanned).
+
+    `stream`: a seekable binary file; `head`, its first bytes, picks the one Pillow plugin
+    to open it with (all are tried when they name none). DecodeError when it cannot be told.
+    """
+    with _readable(), _opened(stream, head) as image:
+        count = getattr(image, "n_frames", 1)
+        if not isinstance(count, int) or count < 1:
+            raise DecodeError(f"cannot tell how many frames the image holds ({count!r})")
+        return count
 
 
-def _opened(stream) -> Image.Image:
+def _opened(stream, head: bytes = b"") -> Image.Image:
+    formats = [name for magic, name in _FORMATS_BY_MAGIC if head.startswith(magic)][:1] or None
     with warnings.catch_warnings():
         # A very large image is the user's to process; Pillow's bomb *error* still applies.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        return Image.open(stream)
+        warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data": the pixels may still read
+        try:
+            return Image.open(stream, formats=formats)
+        except UnidentifiedImageError:
+            if head.startswith(_TIFF_MAGIC):
+                raise _tiff_problem(stream) from None
+            raise
+
+
+def _tiff_problem(stream) -> DecodeError:
+    """Why a file with a TIFF's magic does not open: a layout Pillow has no mode for, or damage."""
+    try:
+        stream.seek(0)
+        TiffImagePlugin.TiffImageFile(stream).close()
+    except SyntaxError as error:
+        if "unknown pixel mode" in str(error) or "samples per pixel" in str(error):
+            return DecodeError("unsupported TIFF layout (its samples have no RGB reading here):"
+                               " save it as 8-bit or 16-bit RGB or greyscale")
+        return DecodeError(f"corrupt or truncated image: {_short(error)}")
+    except Exception as error:  # noqa: BLE001 - whatever the probe meets is the file's damage
+        return DecodeError(f"corrupt or truncated image: {_short(error)}")
+    return DecodeError("not a readable image (unrecognised format)")
 
 
 class _readable:
@@ -105,17 +144,23 @@ class _readable:
         return False
 
 
-def _decode_page(page: Image.Image, max_pixels: Optional[int], time: Optional[float]) -> ImageFrame:
+def _decode_page(page: Image.Image, max_pixels: Optional[int], time: Optional[float],
+                 data: bytes = b"") -> ImageFrame:
     orientation = _orientation(page)
     width, height = page.size
     if orientation in _SWAPS_SIDES:
         width, height = height, width
     factor = _reduction(page.size, max_pixels)
-    if factor > 1 and page.format == "JPEG":
-        # JPEG decodes at 1/2, 1/4 or 1/8 scale for little more than the cost of the small image.
-        page.draft("RGB", (math.ceil(page.size[0] / factor), math.ceil(page.size[1] / factor)))
-    page.load()
-    rgb = _to_rgb(page)
+    rgb = None
+    if factor > 1 and page.format == "PNG" and getattr(page, "n_frames", 1) == 1:
+        # Decoded and reduced band by band: the full-size pixels are never held at once.
+        rgb = reduced_png(data, factor, _to_rgb)
+    if rgb is None:
+        if factor > 1 and page.format == "JPEG":
+            # JPEG decodes at 1/2, 1/4 or 1/8 scale for little more than the cost of the small image.
+            page.draft("RGB", (math.ceil(page.size[0] / factor), math.ceil(page.size[1] / factor)))
+        page.load()
+        rgb = _to_rgb(page)
     factor = _reduction(rgb.size, max_pixels)
     if factor > 1:
         rgb = rgb.reduce(factor)
@@ -135,6 +180,12 @@ def _reduction(size: tuple[int, int], max_pixels: Optional[int]) -> int:
 
 def _orientation(image: Image.Image) -> int:
     try:
+        if image.format == "PNG":
+            # Pillow's PNG `getexif` decodes the whole image to look for an eXIf chunk after
+            # the pixels; one before them (where writers put it) is already in `info`.
+            exif = Image.Exif()
+            exif.load(image.info.get("exif") or b"")
+            return int(exif.get(_EXIF_ORIENTATION, 1) or 1)
         return int(image.getexif().get(_EXIF_ORIENTATION, 1) or 1)
     except Exception:  # noqa: BLE001 - malformed EXIF must not lose a readable image
         return 1

@@ -142,6 +142,11 @@ def _output_below(output_root: Optional[str], source: str) -> Optional[str]:
     return None
 
 
+def output_skipped(output: str, source: str) -> bool:
+    """Whether listing `source` leaves out the files of the output `output`."""
+    return _output_below(_folder_uri(output), source) is not None
+
+
 def _inside(uri: str, folder: Optional[str]) -> bool:
     return folder is not None and uri.startswith(folder)
 

@@ -114,11 +114,11 @@ class ShardStream:
 
 
 def _failed(function, argument, error: BaseException):
-    """What a piece of planning work that crashed gives: the video's error shard, or page
-    counts of 1 (the worker then reads each file and records what is wrong)."""
+    """What a piece of planning work that crashed gives: the video's error shard, or for
+    each file of a batch being counted the message of its error row (never a guessed count)."""
     if function is plan_video:
         return [error_shard(argument, f"cannot index video: {_last_line(error)}")]
-    return [1] * len(argument)
+    return [f"cannot count the frames: {_last_line(error)}"] * len(argument)
 
 
 def _last_line(error: BaseException) -> str:

@@ -19,7 +19,7 @@ from typing import Iterator, Optional, Union
 import numpy as np
 
 from maskray.pipeline import storage
-from maskray.pipeline.inputs.errors import TRANSIENT_PREFIX, error_text
+from maskray.pipeline.inputs.errors import TRANSIENT_PREFIX, error_text, missing_is_transient, read_problem
 from maskray.pipeline.inputs.geometry import FrameGeometry, fit
 from maskray.pipeline.inputs import images
 from maskray.pipeline.inputs.container_index import index_of_shard
@@ -39,7 +39,7 @@ def iter_shard_frames(shard, output: Optional[str] = None) -> Iterator[Item]:
             yield FrameError(uri, 0, None, shard.planning_error, transient=transient)
     elif shard.kind == "images":
         for uri in shard.uris:
-            yield from _decode_image(uri, (0,))
+            yield from _decode_image(uri, None)
     elif shard.kind == "pages":
         yield from _decode_image(shard.uris[0], range(shard.start_frame, shard.end_frame))
     else:
@@ -57,25 +57,26 @@ def video_segment(shard, output: Optional[str]) -> tuple[VideoIndex, list[int]]:
     return index.window(shard.start_frame, end), [int(f) for f in sampled[first:last]]
 
 
-def _decode_image(uri: str, wanted) -> Iterator[Item]:
-    """Frames `wanted` of one image file (frame 0 only, for most images)."""
-    wanted, done = sorted(wanted), set()
+def _decode_image(uri: str, wanted: Optional[range]) -> Iterator[Item]:
+    """Frames `wanted` of one image file; None: every frame it holds (one for most images,
+    each frame of an animated WebP or PNG, which are not counted at planning)."""
+    done: set[int] = set()
     try:
         data = storage.read_bytes(uri)
-        for number, frame in enumerate(images.decode_frames(data, images.MAX_DECODE_PIXELS, first_only=wanted == [0])):
-            if number > wanted[-1]:
+        for number, frame in enumerate(images.decode_frames(data, images.MAX_DECODE_PIXELS)):
+            if wanted is not None and number >= wanted.stop:
                 break
-            if number in wanted:
+            if wanted is None or number in wanted:
                 done.add(number)
                 rgb, geometry = fit(frame.rgb, frame.width, frame.height)
                 yield FrameRef(uri, number, frame.time, frame.width, frame.height), rgb, geometry
     except Exception as error:  # one unreadable input is an error row, never a failed job
-        yield from _errors(uri, [f for f in wanted if f not in done], lambda f: None, error)
+        missing = [f for f in wanted if f not in done] if wanted is not None else [len(done)]
+        yield from _errors(uri, missing, lambda f: None, error)
         return
-    if len(done) < len(wanted):
-        missing = [f for f in wanted if f not in done]
-        for frame in missing:
-            yield FrameError(uri, frame, None, f"image has {len(done)} frames, not {wanted[-1] + 1}")
+    if wanted is not None and len(done) < len(wanted):
+        for frame in [f for f in wanted if f not in done]:
+            yield FrameError(uri, frame, None, f"image has {len(done)} frames, not {wanted.stop}")
 
 
 def _decode_video(shard, output: Optional[str]) -> Iterator[Item]:
@@ -104,14 +105,7 @@ def _decode_video(shard, output: Optional[str]) -> Iterator[Item]:
 
 
 def _errors(uri: str, frames: list[int], time_of, error: BaseException) -> Iterator[FrameError]:
-    transient = storage.is_transient(error)
-    message = error_text(_message(error), transient)
+    transient = missing_is_transient(error)  # every input here was listed by this job
+    message = error_text(read_problem(error), transient)
     for frame in frames:
         yield FrameError(uri, frame, time_of(frame), message, transient=transient)
-
-
-def _message(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    line = text[0] if text else ""
-    kind = type(error).__name__
-    return line if kind == "DecodeError" and line else f"{kind}: {line}" if line else kind

@@ -27,16 +27,16 @@ reuses an id), `img-<sha1 of the URI>-pages`.
 from __future__ import annotations
 
 import hashlib
+import io
 import posixpath
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 
-from maskray.models.errors import first_line
 from maskray.pipeline import storage
 from maskray.pipeline.inputs.container_index import index_video
-from maskray.pipeline.inputs.errors import DecodeError, error_text
+from maskray.pipeline.inputs.errors import DecodeError, error_text, missing_is_transient, read_problem
 from maskray.pipeline.inputs.frame_index import FrameIndex
 from maskray.pipeline.inputs.images import count_frames
 from maskray.pipeline.inputs.listing import MediaFile
@@ -48,6 +48,7 @@ MIN_SEGMENT_SECONDS = 2.0  # below this, per-shard overhead (seek, parquet parts
 # shard's rows until its commit, so this bounds its memory and the work a retry repeats.
 MAX_SEGMENT_SECONDS = 60.0
 PAGED_EXTENSIONS = frozenset({".gif", ".tif", ".tiff"})  # formats often holding several frames
+PAGE_COUNT_BUFFER_BYTES = 64 << 20  # a GIF/TIFF up to this size is counted from memory
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,7 @@ def plan_video(item: MediaFile, settings: PlanSettings) -> list[Shard]:
     except DecodeError as error:
         return [error_shard(item, error_text(str(error), error.transient))]
     except OSError as error:  # the store failed mid-read (PyAV re-raises the stream's error)
-        message = error_text(f"cannot read video: {first_line(error)}", storage.is_transient(error))
+        message = error_text(f"cannot read video: {read_problem(error)}", missing_is_transient(error))
         return [error_shard(item, message)]
     return cut_video(item.uri, index, report.key, settings, item.size)
 
@@ -180,26 +181,47 @@ def cut_video(uri: str, index: FrameIndex, key: Optional[str], settings: PlanSet
     return shards
 
 
-def count_pages(uris: list[str]) -> list[int]:
-    """Frames in each image file; 1 when it cannot be read here (the worker then reads it and
-    records what is wrong)."""
+def count_pages(uris: list[str]) -> list[Union[int, str]]:
+    """Frames in each image file, or the message of the error row of a file whose count
+    cannot be told (never a guess: a guessed 1 would silently drop pages)."""
     return [_page_count(uri) for uri in uris]
 
 
-def paged_shards(counts: dict[str, int], per_shard: int = 64) -> list[Shard]:
+def paged_shards(counts: dict[str, Union[int, str]], per_shard: int = 64) -> list[Shard]:
     """Shards of the counted GIF/TIFF files: one per file of several frames, single-frame
-    files grouped (in URI order, so the groups and their ids are stable)."""
-    shards = [pages_shard(uri, count) for uri, count in sorted(counts.items()) if count > 1]
-    single = sorted(uri for uri, count in counts.items() if count <= 1)
-    return image_shards(single, per_shard, tag="t") + shards
+    files grouped (in URI order, so the groups and their ids are stable), an error shard
+    for each file that could not be counted."""
+    shards = [pages_shard(uri, count) for uri, count in sorted(counts.items()) if _is_count(count) and count > 1]
+    errors = [error_shard(MediaFile(uri, "image", 0), count) for uri, count in sorted(counts.items())
+              if not _is_count(count)]
+    single = sorted(uri for uri, count in counts.items() if _is_count(count) and count <= 1)
+    return image_shards(single, per_shard, tag="t") + shards + errors
 
 
-def _page_count(uri: str) -> int:
+def _is_count(count) -> bool:
+    return isinstance(count, int) and not isinstance(count, bool)
+
+
+def _page_count(uri: str) -> Union[int, str]:
     try:
-        with storage.open_input(uri) as stream:
-            return count_frames(stream)
-    except Exception:  # noqa: BLE001 - a broken file is the worker's to report, as an error row
-        return 1
+        return storage.retrying(_count_file, uri)
+    except DecodeError as error:
+        return error_text(str(error), error.transient)
+    except Exception as error:  # noqa: BLE001 - any failure is this file's error row, never the job's
+        return error_text(f"cannot count the frames: {read_problem(error)}", missing_is_transient(error))
+
+
+def _count_file(uri: str) -> int:
+    """Pillow reads a small file from memory (a buffer it fully supports); a large one from
+    the store in ranges, through its own format's plugin only (see `images.count_frames`)."""
+    with storage.open_input(uri) as stream:
+        size = int(stream.size())
+        if size <= PAGE_COUNT_BUFFER_BYTES:
+            data = stream.read()
+            return count_frames(io.BytesIO(data), data[:16])
+        head = stream.read(16)
+        stream.seek(0)
+        return count_frames(stream, head)
 
 
 def pages_shard(uri: str, count: int) -> Shard:

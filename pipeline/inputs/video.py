@@ -22,7 +22,7 @@ import numpy as np
 
 from maskray.models.errors import first_line
 from maskray.pipeline import storage
-from maskray.pipeline.inputs.errors import DecodeError
+from maskray.pipeline.inputs.errors import DecodeError, missing_is_transient, read_problem
 from maskray.pipeline.inputs.images import MAX_DECODE_PIXELS
 from maskray.pipeline.inputs.video_pixels import upright_rgb
 
@@ -258,7 +258,7 @@ def _open_container(source: Source):
     except av.FFmpegError as error:
         raise DecodeError(f"not a readable video: {_short(error)}") from None
     except OSError as error:
-        raise DecodeError(f"cannot read video: {_short(error)}", transient=storage.is_transient(error)) from None
+        raise DecodeError(f"cannot read video: {read_problem(error)}", transient=missing_is_transient(error)) from None
 
 
 class _RemoteContainer:

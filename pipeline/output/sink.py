@@ -64,15 +64,14 @@ class OutputSink:
         try:
             self.lease = Lease(self.output, lease_ttl_s).acquire()
         except OSError as error:
-            raise UsageError(f"cannot write to output {self.output}: {_line(error)}") from None
+            raise UsageError(_unwritable(self.output, error)) from None
         self.owner = self.lease.owner
         try:
             try:
                 previous = read_job(self.output)
             except DamagedOutputError as error:
-                if not overwrite:  # which job OUT holds is unknown: not "a different job"
-                    raise UsageError(f"{error}; run `maskray verify {self.output}`, or --overwrite to"
-                                     " replace what OUT holds") from None
+                if not overwrite:  # which job OUT holds cannot be told: never guess, never replace
+                    raise UsageError(_unreadable_job(self.output, error)) from None
                 previous = {"fingerprint": "unreadable"}
             if previous is not None and overwrite:
                 clear_output(self.output)
@@ -85,7 +84,7 @@ class OutputSink:
             self.lease.renew(self.job_id)
         except OSError as error:
             self.lease.release()
-            raise UsageError(f"cannot write to output {self.output}: {_line(error)}") from None
+            raise UsageError(_unwritable(self.output, error)) from None
         except BaseException:
             self.lease.release()
             raise
@@ -288,6 +287,20 @@ def _read_commit_or_none(uri: str) -> Optional[CommitRecord]:
 
 def _delete_file(uri: str) -> None:
     delete_file(uri)
+
+
+def _unreadable_job(output: str, error: DamagedOutputError) -> str:
+    detail = str(error).split(": ", 1)[-1]
+    return (f"{layout.job_uri(output)} is unreadable ({detail}), so which job {output} holds cannot be told;"
+            " restore it from a copy to resume, or run with --overwrite to replace that job"
+            " (its committed results are removed), or choose another --output")
+
+
+def _unwritable(output: str, error: OSError) -> str:
+    """The line for an OUT that cannot be written at the start (a usage error: exit 2)."""
+    if isinstance(error, storage.WriteError) and error.detail:
+        return f"cannot write to output {output}: {error.detail}"
+    return f"cannot write to output {output}: {_line(error)}"
 
 
 def _line(error: BaseException) -> str:

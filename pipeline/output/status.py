@@ -84,6 +84,8 @@ def output_status(output: str, now: Optional[float] = None) -> OutputStatus:
         state, message = "done", ""
     elif holder is not None:
         state, message = "running", ""
+    elif driver.get("state") == "stopped":  # Ctrl-C: the driver's own last word
+        state, message = "stopped", driver.get("message", "")
     elif driver.get("state") == "failed":
         state, message = "failed", driver.get("message", "")
     else:
