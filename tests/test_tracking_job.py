@@ -116,7 +116,7 @@ def test_mots_export_and_a_render_with_trails_follow_the_tracks(outputs, shapes,
 
     from maskray.pipeline.render.drawing import colour
     from maskray.pipeline.render.overlays import render
-    from maskray.pipeline.tracking.mots import export_mots
+    from maskray.pipeline.export.mots import export_mots
 
     _, many, _ = outputs
     rows = open_output(str(many)).sql("SELECT frame, category_id, track_id, mask_rle FROM instances").to_pylist()

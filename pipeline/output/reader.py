@@ -128,15 +128,19 @@ class Output:
         table = dataset.to_table(columns=read, filter=filter)
         if columns is not None and "track_id" not in columns:
             return table
-        if not has_track or not self.track_ids.num_rows:
-            return table.select(wanted).append_column("track_id", pa.nulls(table.num_rows, pa.int64()))
+        return self.attach_track_ids(table).select(wanted + ["track_id"])
+
+    def attach_track_ids(self, table: pa.Table) -> pa.Table:
+        """`table` (instance rows, with `shard` and `track` where the job tracked) with a
+        `track_id` column appended (null where there is none)."""
+        if "track" not in table.column_names or not self.track_ids.num_rows:
+            return table.append_column("track_id", pa.nulls(table.num_rows, pa.int64()))
         # A lookup rather than Table.join, which cannot carry list columns (keypoints).
         def keys(t):
             return pc.binary_join_element_wise(t["shard"], pc.cast(t["track"], pa.string()), ":")
 
         position = pc.index_in(keys(table), value_set=keys(self.track_ids))
-        track_id = pc.take(self.track_ids["track_id"], position)
-        return table.select(wanted).append_column("track_id", track_id)
+        return table.append_column("track_id", pc.take(self.track_ids["track_id"], position))
 
     def sql(self, query: str, *, limit: Optional[int] = None) -> pa.Table:
         """Run a DuckDB SQL query over the views `instances`, `frames` and `tracks`.
