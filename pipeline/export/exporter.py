@@ -19,6 +19,7 @@ from typing import ClassVar, NamedTuple, Optional
 
 import pyarrow as pa
 
+from maskray.pipeline.coco.matching import common_folder
 from maskray.pipeline.output.reader import Output
 
 # The columns `write_source` receives, one row per instance of the source (score >= min-score).
@@ -54,9 +55,13 @@ class ExportContext:
     frames: dict[str, list[Frame]]  # source -> its ok frames, in frame order
     min_score: float = 0.0
 
-    @property
-    def tracked(self) -> bool:
-        return "track" in self.output.instances().schema.names
+    def file_name(self, source: str, frame: Frame) -> str:
+        """A frame's name in every format, as COCO's `file_name` (`coco.matching`): the source's
+        path below the sources' common folder; a video frame's `<video path>/<frame:06d>.png`."""
+        if not hasattr(self, "_common"):
+            self._common = common_folder(list(self.frames))
+        relative = source[len(self._common):].lstrip("/") if self._common else source.split("://")[-1].lstrip("/")
+        return f"{relative}/{frame.frame:06d}.png" if frame.time is not None else relative
 
 
 class Exporter:
