@@ -114,27 +114,21 @@ def _compress(runs_per_mask: list[np.ndarray]) -> list[str]:
 
 
 def decode(counts: str, height: int, width: int) -> np.ndarray:
-    """(H, W) uint8 mask (0/1) from a COCO counts string (pycocotools' decoder)."""
+    """(H, W) uint8 mask (0/1) from a COCO counts string (pycocotools' decoder).
+
+    pycocotools refuses counts that run past the mask but leaves the rest of a short one
+    unwritten, so the mask is encoded again and must give back the same counts: maskray's
+    counts (and pycocotools') are canonical, and anything else is refused as malformed.
+    """
     if height * width == 0:
         if counts:
             raise ValueError(f"RLE counts for an empty {height}x{width} mask")
         return np.zeros((height, width), dtype=np.uint8)
-    rle = {"size": [height, width], "counts": counts.encode("ascii")}
-    # pycocotools refuses counts that run past the mask but leaves the rest of a short one
-    # unwritten: the same counts must then also overrun a mask one pixel smaller.
+    encoded = counts.encode("ascii")
     try:
-        mask = mask_utils.decode(rle)
-        covers_all = height * width == 1 or _overruns(counts, height * width - 1)
+        mask = mask_utils.decode({"size": [height, width], "counts": encoded})
     except (ValueError, TypeError) as error:
         raise ValueError(f"malformed RLE counts for a {height}x{width} mask: {error}") from None
-    if not covers_all:
-        raise ValueError(f"RLE counts cover fewer pixels than {height}x{width}")
+    if mask_utils.encode(mask)["counts"] != encoded:
+        raise ValueError(f"RLE counts do not cover a {height}x{width} mask exactly")
     return np.ascontiguousarray(mask)
-
-
-def _overruns(counts: str, pixels: int) -> bool:
-    try:
-        mask_utils.decode({"size": [pixels, 1], "counts": counts.encode("ascii")})
-    except ValueError:
-        return True
-    return False
