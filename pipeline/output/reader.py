@@ -100,8 +100,14 @@ class Output:
         paths, shards = self._parts(table)
         if not paths:
             return ds.dataset([], schema=TABLE_SCHEMAS[table], format="parquet", filesystem=self.filesystem)
-        # The first part's schema is the job's; parts of one job share it.
-        dataset = ds.dataset(paths, format="parquet", filesystem=self.filesystem)
+        # Fragments with the sizes the commit records hold: no request per part to learn its
+        # size (a HEAD each on S3) before a query; the first part's schema is the job's.
+        sizes = self.committed.part_sizes(table)
+        root = self.path.rstrip("/") + "/"
+        parquet = ds.ParquetFileFormat()
+        fragments = [parquet.make_fragment(path, self.filesystem, file_size=sizes.get(path[len(root):]))
+                     for path in paths]
+        dataset = ds.FileSystemDataset(fragments, fragments[0].physical_schema, parquet, self.filesystem)
         if shards is not None:  # a merged part also holds rows of shards no longer committed to it
             dataset = dataset.filter(ds.field("shard").isin(sorted(shards)))
         return dataset
