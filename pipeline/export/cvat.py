@@ -62,7 +62,8 @@ class CvatExporter(Exporter):
             tracks.setdefault(row["track_id"], []).append(row)
         name = self.context.file_name(source, frames[0]).rsplit("/", 1)[0]
         file = StreamedFile(storage.join(self.dest, name, "annotations.xml"))
-        file.write(_header("interpolation", processed[-1] + 1, self.context.categories))
+        file.write(_header("interpolation", processed[-1] + 1, self.context.categories,
+                           (frames[0].width, frames[0].height)))
         for number, (track_id, seen) in enumerate(sorted(tracks.items())):
             file.write(f'  <track id="{number}" label={quoteattr(seen[0]["category"])} source="auto">\n')
             present = {r["frame"]: r for r in seen}
@@ -116,14 +117,22 @@ def _is_video(frames) -> bool:
     return bool(frames) and frames[0].time is not None
 
 
-def _header(mode: str, size: int, categories: dict[int, str]) -> str:
+def _header(mode: str, size: int, categories: dict[int, str], frame_size=None) -> str:
     score = ("<attributes><attribute><name>score</name><mutable>False</mutable><input_type>text</input_type>"
              "<default_value></default_value><values></values></attribute></attributes>")
     labels = "".join(f"        <label><name>{escape(name)}</name>{score}</label>\n" for name in categories.values())
     return ('<?xml version="1.0" encoding="utf-8"?>\n<annotations>\n  <version>1.1</version>\n  <meta>\n'
             f"    <task>\n      <name>maskray</name>\n      <size>{size}</size>\n      <mode>{mode}</mode>\n"
             f"      <start_frame>0</start_frame>\n      <stop_frame>{max(size - 1, 0)}</stop_frame>\n"
-            f"      <labels>\n{labels}      </labels>\n    </task>\n  </meta>\n")
+            f"      <labels>\n{labels}      </labels>\n{_original_size(frame_size)}    </task>\n  </meta>\n")
+
+
+def _original_size(frame_size) -> str:
+    """A video task's frame size (CVAT for video names it once, not per image)."""
+    if frame_size is None:
+        return ""
+    width, height = frame_size
+    return f"      <original_size>\n        <width>{width}</width>\n        <height>{height}</height>\n      </original_size>\n"
 
 
 def _points(polygon: np.ndarray) -> str:
