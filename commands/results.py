@@ -52,7 +52,7 @@ def query_command(output, sql, fmt, out_file, limit):
 @click.option("--images", "images_file", default=None, metavar="FILE",
               help="coco without --gt: where the assigned images list goes (default: FILE with .images.json).")
 @click.option("--shapes", type=click.Choice(["polygon", "mask"]), default=None,
-              help="cvat, label-studio: masks as polygons (default) or as the tool's own mask RLE.")
+              help="cvat: masks as <polygon>s (default) or as CVAT's own <mask> RLE.")
 @click.option("--min-score", type=float, default=0.0, show_default=True, help="Leave out instances scored below.")
 def export_command(output, dest, format_name, coco_file, cityscapes_dir, mots_dir, gt_file, images_file, shapes,
                    min_score):

@@ -20,6 +20,7 @@ from typing import ClassVar, NamedTuple, Optional
 import pyarrow as pa
 
 from maskray.pipeline.coco.matching import common_folder
+from maskray.pipeline.export.files import StreamedFile
 from maskray.pipeline.output.reader import Output
 
 # The columns `write_source` receives, one row per instance of the source (score >= min-score).
@@ -84,3 +85,9 @@ class Exporter:
 
     def close(self) -> list[str]:
         return []
+
+    def abort(self) -> None:
+        """After a failure: drop any file still being written (`close` was not reached)."""
+        for value in vars(self).values():
+            if isinstance(value, StreamedFile):
+                value.discard()

@@ -41,6 +41,6 @@ class StreamedFile:
             os.replace(self._temp, self.uri)
 
     def discard(self) -> None:
-        if self._temp is not None:
+        if self._temp is not None and not self._stream.closed:
             self._stream.close()
             os.unlink(self._temp)

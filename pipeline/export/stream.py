@@ -43,14 +43,18 @@ def run_export(output, dest: str, format_name: str, *, min_score: float = 0.0, *
     context.categories = _categories(output, seen)
     exporter = cls(context, **given)
     exporter.open(dest)
-    written = set()
-    for source, instances in _by_source(output, min_score, last_part):
-        exporter.write_source(source, context.frames.get(source, []), instances)
-        written.add(source)
-    empty = _empty_table(output)
-    for source in sorted(set(context.frames) - written):
-        exporter.write_source(source, context.frames[source], empty)
-    exporter.summary = exporter.close()
+    try:
+        written = set()
+        for source, instances in _by_source(output, min_score, last_part):
+            exporter.write_source(source, context.frames.get(source, []), instances)
+            written.add(source)
+        empty = _empty_table(output)
+        for source in sorted(set(context.frames) - written):
+            exporter.write_source(source, context.frames[source], empty)
+        exporter.summary = exporter.close()
+    except BaseException:
+        exporter.abort()
+        raise
     return exporter
 
 
