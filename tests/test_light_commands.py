@@ -46,3 +46,25 @@ def test_reading_commands_import_neither_torch_nor_ray(output, argv):
     assert done.returncode == 0, done.stderr
     imported = json.loads(done.stderr.strip().splitlines()[-1])
     assert imported == {"torch": False, "ray": False}, (args, imported)
+
+
+@pytest.mark.parametrize("query, needs", [
+    ("SELECT count(*) FROM instances", False),
+    ("SELECT category, count(*) FROM instances WHERE score > 0.5 GROUP BY 1", False),
+    ("SELECT count(*) FROM frames f JOIN instances i USING (source, frame)", False),
+    ("SELECT * FROM instances", True),
+    ("FROM instances", True),  # DuckDB's FROM-first: every column
+    ("SELECT i FROM instances i", True),  # the whole row as a struct
+    ("SELECT COLUMNS('^t') FROM instances", True),
+    ("SELECT \"TRACK_ID\" FROM instances", True),
+    ("SELECT * FROM tracks", True),
+    ("WITH x AS (SELECT track_id FROM instances) SELECT count(*) FROM x", True),
+    ("SELECT category, count(*) AS n FROM instances GROUP BY 1 ORDER BY n", True),  # an alias: assumed to see them
+    ("SELECT nonsense(", True),
+])
+def test_a_query_skips_reading_track_ids_only_when_it_cannot_see_them(query, needs):
+    import duckdb
+
+    from maskray.pipeline.output.reader import LOCKED_DOWN, needs_track_ids
+
+    assert needs_track_ids(duckdb.connect(config=LOCKED_DOWN), query) is needs

@@ -13,6 +13,7 @@ the same; DuckDB scans the Arrow datasets it is handed and never opens files its
 
 from __future__ import annotations
 
+import json
 from functools import cached_property
 from typing import Iterable, Optional, Union
 
@@ -170,7 +171,7 @@ class Output:
         connection = duckdb.connect(config=LOCKED_DOWN)
         try:
             connection.register("frames", self.dataset("frames"))
-            self._register_instances(connection)
+            self._register_instances(connection, needs_track_ids(connection, query))
             connection.execute(f"CREATE TEMP VIEW tracks AS {TRACKS_SQL}")
             relation = connection.sql(query)
             # Statements such as SET or CREATE give no relation: they run and return nothing.
@@ -182,13 +183,14 @@ class Output:
         finally:
             connection.close()
 
-    def _register_instances(self, connection) -> None:
+    def _register_instances(self, connection, with_track_ids: bool = True) -> None:
         parts = self.dataset("instances")
         connection.register("instance_parts", parts)
         if "track" not in parts.schema.names:  # an output written before tracking existed
             connection.execute("CREATE TEMP VIEW instances AS SELECT *, NULL::BIGINT AS track_id FROM instance_parts")
             return
-        if not self.track_ids.num_rows:  # images only, tracking off, or not stitched yet
+        # Reading the track ids costs a file per video: skipped for a query that cannot see them.
+        if not with_track_ids or not self.track_ids.num_rows:  # or images only, tracking off, not stitched yet
             connection.execute("CREATE TEMP VIEW instances AS "
                                "SELECT * EXCLUDE (track), NULL::BIGINT AS track_id FROM instance_parts")
             return
@@ -209,6 +211,34 @@ LOCKED_DOWN = {
     "allow_unsigned_extensions": False,
     "lock_configuration": True,
 }
+
+
+def needs_track_ids(connection, query: str) -> bool:
+    """False only when `query` cannot observe `track_id`: DuckDB's own parse of it (no files
+    read) shows no `*`, no `tracks` view, and only columns of `instances`/`frames` other than
+    `track_id` (an alias or a whole-row reference counts as may-observe). Joining the ids never
+    changes the row count (one id per (shard, track)), so such a query answers the same."""
+    try:
+        tree = json.loads(connection.execute("SELECT json_serialize_sql(?)", [query]).fetchall()[0][0])
+    except (duckdb.Error, TypeError, ValueError):
+        return True
+    if tree.get("error"):
+        return True
+    plain = set(INSTANCES_COLUMNS + FRAMES_SCHEMA.names) - {"track_id"}
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            if node.get("class") == "STAR" or node.get("type") == "STAR":
+                return True
+            if node.get("class") == "COLUMN_REF" and node.get("column_names", [""])[-1] not in plain:
+                return True
+            if node.get("type") == "BASE_TABLE" and node.get("table_name") not in ("instances", "frames"):
+                return True
+            stack.extend(node.values())
+    return False
 
 
 def _duckdb_message(error: Exception) -> str:
