@@ -41,60 +41,47 @@ def query_command(output, sql, fmt, out_file, limit):
 
 @click.command("export")
 @click.argument("output")
-@click.option("--coco", "coco_file", metavar="FILE", help="Write COCO results JSON to FILE (a path or s3://...).")
-@click.option("--cityscapes", "cityscapes_dir", metavar="DIR",
-              help="Instead: write Cityscapes instance results (*_pred.txt + mask PNGs) to DIR.")
-@click.option("--mots", "mots_dir", metavar="DIR",
-              help="Instead: write MOTS-style track results of tracked videos (one <video>.txt each) to DIR.")
+@click.argument("dest", required=False)
+@click.option("--format", "format_name", metavar="FORMAT",
+              help="coco, mots, cityscapes, cvat, label-studio or yolo (see docs/export.md).")
+@click.option("--coco", "coco_file", metavar="FILE", help="Same as DEST FILE --format coco.")
+@click.option("--cityscapes", "cityscapes_dir", metavar="DIR", help="Same as DEST DIR --format cityscapes.")
+@click.option("--mots", "mots_dir", metavar="DIR", help="Same as DEST DIR --format mots.")
 @click.option("--gt", "gt_file", default=None, metavar="FILE",
-              help="COCO annotations whose images give the image ids (matched by 'source'/'frame', then file_name).")
+              help="coco: COCO annotations whose images give the image ids (matched by 'source'/'frame', then file_name).")
 @click.option("--images", "images_file", default=None, metavar="FILE",
-              help="Without --gt: where the assigned images list goes (default: FILE with .images.json).")
+              help="coco without --gt: where the assigned images list goes (default: FILE with .images.json).")
+@click.option("--shapes", type=click.Choice(["polygon", "mask"]), default=None,
+              help="cvat: masks as <polygon>s (default) or as CVAT's own <mask> RLE.")
 @click.option("--min-score", type=float, default=0.0, show_default=True, help="Leave out instances scored below.")
-def export_command(output, coco_file, cityscapes_dir, mots_dir, gt_file, images_file, min_score):
-    """Export instances as a COCO results file (bbox, segmentation RLE, keypoints), or Cityscapes results.
+def export_command(output, dest, format_name, coco_file, cityscapes_dir, mots_dir, gt_file, images_file, shapes,
+                   min_score):
+    """Export instances to DEST in a format other tools read: COCO results, Cityscapes or MOTS
+    results, CVAT XML, Label Studio tasks, a YOLO segmentation set.
 
-    With --gt, image ids are those of the ground truth's images; instances of frames that
-    match no GT image are counted and skipped. Without it, ids are assigned 1.. in
-    (source, frame) order and the images list is written beside the results.
+    Written one source at a time, so memory does not grow with the job. --coco, --cityscapes
+    and --mots are the older spellings of DEST with --format.
 
     \b
     Example:
-      maskray export out/ --coco results.json --gt annotations.json
-      maskray export out/ --coco results.json      # also writes results.images.json
-      maskray export out/ --cityscapes results/     # for the Cityscapes benchmark
-      maskray export out/ --mots mots/              # tracked videos: mots/<video>.txt
+      maskray export out/ results.json --format coco --gt annotations.json
+      maskray export out/ cvat/ --format cvat          # cvat/annotations.xml (+ a folder per tracked video)
+      maskray export out/ tasks.json --format label-studio
+      maskray export out/ yolo/ --format yolo          # yolo/labels/*.txt + yolo/data.yaml
+      maskray export out/ --coco results.json          # also writes results.images.json
     """
-    if sum(bool(x) for x in (coco_file, cityscapes_dir, mots_dir)) != 1:
-        raise click.UsageError("give one of --coco FILE, --cityscapes DIR or --mots DIR")
+    chosen = [(name, value) for name, value in (("coco", coco_file), ("cityscapes", cityscapes_dir),
+                                                ("mots", mots_dir), (format_name, dest)) if value]
+    if len(chosen) != 1 or (dest and not format_name) or (format_name and not dest):
+        raise click.UsageError("give one of --coco FILE, --cityscapes DIR or --mots DIR, or DEST with --format FORMAT")
+    from maskray.pipeline.export.stream import run_export
     from maskray.pipeline.output.reader import damage_named
 
+    (name, target), = chosen
     with damage_named(output):
-        return _export(output, coco_file, cityscapes_dir, mots_dir, gt_file, images_file, min_score)
-
-
-def _export(output, coco_file, cityscapes_dir, mots_dir, gt_file, images_file, min_score):
-    if mots_dir:
-        from maskray.pipeline.tracking.mots import export_mots
-
-        for uri, count in export_mots(output, mots_dir, min_score=min_score).items():
-            click.echo(f"wrote {count} tracked instances to {uri}")
-        return 0
-    if cityscapes_dir:
-        from maskray.pipeline.cityscapes.export import export_cityscapes
-        from maskray.pipeline.cityscapes.report import export_report
-
-        click.echo(export_report(export_cityscapes(output, cityscapes_dir, min_score=min_score), cityscapes_dir))
-        return 0
-    from maskray.pipeline.coco.export import export_coco, images_path_for
-
-    export = export_coco(output, coco_file, gt_uri=gt_file, images_uri=images_file, min_score=min_score)
-    click.echo(f"wrote {len(export.results)} results on {len(export.images)} images to {coco_file}")
-    if gt_file is None:
-        click.echo(f"wrote the images list to {images_file or images_path_for(coco_file)}")
-    elif export.unmatched_frames:
-        click.echo(f"skipped {export.unmatched_instances} instances on {export.unmatched_frames} frames "
-                   f"that match no image of {gt_file}", err=True)
+        exporter = run_export(output, target, name, min_score=min_score, gt=gt_file, images=images_file, shapes=shapes)
+    for line in exporter.summary:
+        click.echo(line[1:] if line.startswith("!") else line, err=line.startswith("!"))
     return 0
 
 

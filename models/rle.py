@@ -8,13 +8,21 @@ two before it) in 5-bit groups, least significant first, each group as one ASCII
 
 `mask_runs` finds the runs with torch ops on the masks' own device, so only the run lengths
 (a few numbers per column) leave an accelerator, never the full-resolution masks;
-`counts_from_runs` compresses them on the host.
+`counts_from_runs` compresses them on the host. `decode` is pycocotools'.
+
+Only `mask_runs` needs torch, and imports it when called: readers (`query`, `status`,
+`export`) decode masks without paying torch's seconds of import.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+from pycocotools import mask as mask_utils
+
+if TYPE_CHECKING:
+    import torch
 
 # A 32-bit run length (or difference of two) needs at most 7 groups of 5 bits.
 _MAX_GROUPS = 7
@@ -29,6 +37,8 @@ def mask_runs(masks: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     `runs_per_mask` (M,) int64 and `starts_with_one` (M,) bool. One host sync (the number of
     runs), however many masks and frames; `counts_from_runs` finishes on the host.
     """
+    import torch  # here, not at the top: see the module's note
+
     if any(m.dim() != 3 for m in masks):
         raise ValueError("mask_runs expects (N, H, W) masks per frame")
     if any(m.shape[1] * m.shape[2] == 0 for m in masks):
@@ -104,35 +114,21 @@ def _compress(runs_per_mask: list[np.ndarray]) -> list[str]:
 
 
 def decode(counts: str, height: int, width: int) -> np.ndarray:
-    """(H, W) uint8 mask (0/1) from a COCO counts string."""
-    runs = _runs_from_counts(counts)
-    if runs.sum() != height * width:
-        raise ValueError(f"RLE counts cover {runs.sum()} pixels, not {height}x{width}")
-    values = np.arange(len(runs), dtype=np.uint8) % 2  # runs alternate 0, 1, 0, ...
-    flat = np.repeat(values, runs)
-    return np.ascontiguousarray(flat.reshape(width, height).T)
+    """(H, W) uint8 mask (0/1) from a COCO counts string (pycocotools' decoder).
 
-
-def _runs_from_counts(counts: str) -> np.ndarray:
-    """Run lengths of a compressed counts string (the inverse of `_compress`)."""
-    codes = np.frombuffer(counts.encode("ascii"), dtype=np.uint8).astype(np.int64) - 48
-    if codes.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    last = (codes & 0x20) == 0  # a value's last group has no continuation bit
-    if not last[-1]:
-        raise ValueError("truncated RLE counts string")
-    value_of = np.concatenate(([0], np.cumsum(last)[:-1]))  # which value each group belongs to
-    first = np.concatenate(([True], last[:-1]))
-    group = np.arange(codes.size) - np.maximum.accumulate(np.where(first, np.arange(codes.size), 0))
-    values = np.zeros(int(last.sum()), dtype=np.int64)
-    np.add.at(values, value_of, (codes & 0x1F) << (5 * group))
-    # A set sign bit in the last group makes the value negative (two's complement).
-    negative = last & ((codes & 0x10) != 0)
-    values[value_of[negative]] -= np.int64(1) << (5 * (group[negative] + 1))
-    # From the third run on, values are differences to the run two before.
-    runs = values.copy()
-    runs[1::2] = np.cumsum(values[1::2])
-    runs[2::2] = np.cumsum(values[2::2])
-    if (runs < 0).any():
-        raise ValueError("malformed RLE counts string")
-    return runs
+    pycocotools refuses counts that run past the mask but leaves the rest of a short one
+    unwritten, so the mask is encoded again and must give back the same counts: maskray's
+    counts (and pycocotools') are canonical, and anything else is refused as malformed.
+    """
+    if height * width == 0:
+        if counts:
+            raise ValueError(f"RLE counts for an empty {height}x{width} mask")
+        return np.zeros((height, width), dtype=np.uint8)
+    encoded = counts.encode("ascii")
+    try:
+        mask = mask_utils.decode({"size": [height, width], "counts": encoded})
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"malformed RLE counts for a {height}x{width} mask: {error}") from None
+    if mask_utils.encode(mask)["counts"] != encoded:
+        raise ValueError(f"RLE counts do not cover a {height}x{width} mask exactly")
+    return np.ascontiguousarray(mask)

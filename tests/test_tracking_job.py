@@ -116,7 +116,7 @@ def test_mots_export_and_a_render_with_trails_follow_the_tracks(outputs, shapes,
 
     from maskray.pipeline.render.drawing import colour
     from maskray.pipeline.render.overlays import render
-    from maskray.pipeline.tracking.mots import export_mots
+    from maskray.pipeline.export.mots import export_mots
 
     _, many, _ = outputs
     rows = open_output(str(many)).sql("SELECT frame, category_id, track_id, mask_rle FROM instances").to_pylist()
@@ -156,3 +156,40 @@ def test_compaction_keeps_track_ids_tracks_and_their_metrics(outputs, shapes, tm
     assert after.sql(rows_sql).to_pylist() == rows and rows
     assert after.sql("SELECT * FROM tracks ORDER BY track_id").to_pylist() == tracks
     assert evaluate(str(copy), str(shapes.videos_json), tasks=["segm"]).metrics["tracks"] == metrics
+
+
+def test_cvat_export_of_a_tracked_video_is_one_track_per_track_id(outputs, tmp_path):
+    """CVAT for video 1.1, read by Datumaro's CVAT importer: every instance is a shape of its
+    track, at its frame, and a track ends (`outside`) where the tracker lost it."""
+    import warnings
+
+    from datumaro.components.dataset import Dataset
+
+    from maskray.pipeline.export.stream import run_export
+
+    _, many, _ = outputs
+    rows = open_output(str(many)).sql("SELECT frame, category, track_id, x1, y1, x2, y2 FROM instances").to_pylist()
+    exporter = run_export(str(many), str(tmp_path / "cvat"), "cvat")
+    assert any("tracked videos" in line for line in exporter.summary)
+    (annotations,) = (tmp_path / "cvat").rglob("shapes_video_000.mp4/annotations.xml")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dataset = Dataset.import_from(str(annotations.parent), "cvat")
+    labels = dataset.categories()[1]
+    shapes, ends = {}, set()
+    for item in dataset:
+        frame = int(item.id.rsplit("_", 1)[1])
+        for ann in item.annotations:
+            key = (frame, int(ann.attributes["track_id"]))
+            if ann.attributes.get("outside"):
+                ends.add(key)
+            else:
+                shapes[key] = (labels[ann.label].name, ann.get_bbox())
+    # Track numbers in the file follow track ids in order; each instance is one shape.
+    numbering = {track_id: n for n, track_id in enumerate(sorted({r["track_id"] for r in rows}))}
+    assert len(shapes) == len(rows)
+    for row in rows:
+        category, (x, y, w, h) = shapes[(row["frame"], numbering[row["track_id"]])]
+        assert category == row["category"]
+        assert row["x1"] - 1 <= x and x + w <= row["x2"] + 1  # the polygon lies in the box
+    assert ends and not ends & set(shapes)  # a track ends at a processed frame where it was not seen

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from maskray.models.errors import MaskrayError, UsageError, first_line
 from maskray.pipeline.cityscapes import official
-from maskray.pipeline.cityscapes.export import export_cityscapes
+from maskray.pipeline.export.cityscapes import export_cityscapes
 from maskray.pipeline.cityscapes.files import GroundTruthFiles, ground_truth_index
 from maskray.pipeline.cityscapes.ground_truth import image_size, instance_png_bytes, polygons_to_instance_image
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from maskray.models.errors import UsageError
-from maskray.pipeline.coco.export import coco_results
+from maskray.pipeline.export.coco import coco_results
 from maskray.pipeline.coco.matching import load_ground_truth
 from maskray.pipeline.coco.scoring import coco_index, keypoint_category_ids, keypoint_count, score
 from maskray.pipeline.output.reader import open_output, write_file

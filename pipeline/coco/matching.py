@@ -143,7 +143,7 @@ def assign_image_ids(frames: list[dict]) -> tuple[dict[FrameKey, int], list[dict
     """
     ordered = sorted(frames, key=lambda f: (f["source"], f["frame"]))
     sources = sorted({f["source"] for f in ordered})
-    common = _common_folder(sources)
+    common = common_folder(sources)
     ids: dict[FrameKey, int] = {}
     images = []
     for f in ordered:
@@ -164,7 +164,7 @@ def assign_image_ids(frames: list[dict]) -> tuple[dict[FrameKey, int], list[dict
     return ids, images
 
 
-def _common_folder(sources: list[str]) -> str:
+def common_folder(sources: list[str]) -> str:
     if not sources:
         return ""
     folders = [s.rsplit("/", 1)[0] if "/" in s else "" for s in sources]

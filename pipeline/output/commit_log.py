@@ -149,6 +149,12 @@ class Committed:
         return sorted(paths), set(self.table["shard"].to_pylist())
 
 
+    def part_sizes(self, table: str) -> dict[str, int]:
+        """`{path relative to OUT: bytes}` of `table`'s committed parts, as their records say."""
+        paths, sizes = self.table[f"{table}_path"].to_pylist(), self.table[f"{table}_bytes"].to_pylist()
+        return {path: size for path, size in zip(paths, sizes) if path is not None and size is not None}
+
+
 class _Piece:
     def __init__(self, planned: str, piece: str):
         self.planned, self.piece = planned, piece

@@ -13,6 +13,7 @@ the same; DuckDB scans the Arrow datasets it is handed and never opens files its
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from functools import cached_property
 from typing import Iterable, Optional, Union
@@ -101,9 +102,15 @@ class Output:
         paths, shards = self._parts(table)
         if not paths:
             return ds.dataset([], schema=TABLE_SCHEMAS[table], format="parquet", filesystem=self.filesystem)
-        # The first part's schema is the job's; parts of one job share it.
+        # Fragments with the sizes the commit records hold: no request per part to learn its
+        # size (a HEAD each on S3) before a query; the first part's schema is the job's.
+        sizes = self.committed.part_sizes(table)
+        root = self.path.rstrip("/") + "/"
+        parquet = ds.ParquetFileFormat()
         with self._reading():
-            dataset = ds.dataset(paths, format="parquet", filesystem=self.filesystem)
+            fragments = [parquet.make_fragment(path, self.filesystem, file_size=sizes.get(path[len(root):]))
+                         for path in paths]
+            dataset = ds.FileSystemDataset(fragments, fragments[0].physical_schema, parquet, self.filesystem)
         if shards is not None:  # a merged part also holds rows of shards no longer committed to it
             dataset = dataset.filter(ds.field("shard").isin(sorted(shards)))
         return dataset
@@ -131,15 +138,19 @@ class Output:
             table = dataset.to_table(columns=read, filter=filter)
         if columns is not None and "track_id" not in columns:
             return table
-        if not has_track or not self.track_ids.num_rows:
-            return table.select(wanted).append_column("track_id", pa.nulls(table.num_rows, pa.int64()))
+        return self.attach_track_ids(table).select(wanted + ["track_id"])
+
+    def attach_track_ids(self, table: pa.Table) -> pa.Table:
+        """`table` (instance rows, with `shard` and `track` where the job tracked) with a
+        `track_id` column appended (null where there is none)."""
+        if "track" not in table.column_names or not self.track_ids.num_rows:
+            return table.append_column("track_id", pa.nulls(table.num_rows, pa.int64()))
         # A lookup rather than Table.join, which cannot carry list columns (keypoints).
         def keys(t):
             return pc.binary_join_element_wise(t["shard"], pc.cast(t["track"], pa.string()), ":")
 
         position = pc.index_in(keys(table), value_set=keys(self.track_ids))
-        track_id = pc.take(self.track_ids["track_id"], position)
-        return table.select(wanted).append_column("track_id", track_id)
+        return table.append_column("track_id", pc.take(self.track_ids["track_id"], position))
 
     def sql(self, query: str, *, limit: Optional[int] = None) -> pa.Table:
         """Run a DuckDB SQL query over the views `instances`, `frames` and `tracks`.
@@ -179,7 +190,7 @@ class Output:
         connection = duckdb.connect(config=LOCKED_DOWN)
         try:
             connection.register("frames", self.dataset("frames"))
-            self._register_instances(connection)
+            self._register_instances(connection, needs_track_ids(connection, query))
             connection.execute(f"CREATE TEMP VIEW tracks AS {TRACKS_SQL}")
             with self._reading():  # a scan that meets a missing or damaged part
                 relation = connection.sql(query)
@@ -192,13 +203,14 @@ class Output:
         finally:
             connection.close()
 
-    def _register_instances(self, connection) -> None:
+    def _register_instances(self, connection, with_track_ids: bool = True) -> None:
         parts = self.dataset("instances")
         connection.register("instance_parts", parts)
         if "track" not in parts.schema.names:  # an output written before tracking existed
             connection.execute("CREATE TEMP VIEW instances AS SELECT *, NULL::BIGINT AS track_id FROM instance_parts")
             return
-        if not self.track_ids.num_rows:  # images only, tracking off, or not stitched yet
+        # Reading the track ids costs a file per video: skipped for a query that cannot see them.
+        if not with_track_ids or not self.track_ids.num_rows:  # or images only, tracking off, not stitched yet
             connection.execute("CREATE TEMP VIEW instances AS "
                                "SELECT * EXCLUDE (track), NULL::BIGINT AS track_id FROM instance_parts")
             return
@@ -219,6 +231,34 @@ LOCKED_DOWN = {
     "allow_unsigned_extensions": False,
     "lock_configuration": True,
 }
+
+
+def needs_track_ids(connection, query: str) -> bool:
+    """False only when `query` cannot observe `track_id`: DuckDB's own parse of it (no files
+    read) shows no `*`, no `tracks` view, and only columns of `instances`/`frames` other than
+    `track_id` (an alias or a whole-row reference counts as may-observe). Joining the ids never
+    changes the row count (one id per (shard, track)), so such a query answers the same."""
+    try:
+        tree = json.loads(connection.execute("SELECT json_serialize_sql(?)", [query]).fetchall()[0][0])
+    except (duckdb.Error, TypeError, ValueError):
+        return True
+    if tree.get("error"):
+        return True
+    plain = set(INSTANCES_COLUMNS + FRAMES_SCHEMA.names) - {"track_id"}
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            if node.get("class") == "STAR" or node.get("type") == "STAR":
+                return True
+            if node.get("class") == "COLUMN_REF" and node.get("column_names", [""])[-1] not in plain:
+                return True
+            if node.get("type") == "BASE_TABLE" and node.get("table_name") not in ("instances", "frames"):
+                return True
+            stack.extend(node.values())
+    return False
 
 
 def _duckdb_message(error: Exception) -> str:

@@ -22,7 +22,6 @@ from typing import Optional, Sequence
 
 import numpy as np
 from pycocotools import mask as mask_utils
-from scipy.optimize import linear_sum_assignment
 
 
 @dataclass(frozen=True)
@@ -146,6 +145,9 @@ def _assign(similarity: np.ndarray, detections: np.ndarray, tracks: list[int],
     block = similarity[np.ix_(detections, tracks)]
     # Pairs below the threshold are made worthless rather than forbidden, then dropped.
     cost = np.where(block >= threshold, -block, 1.0)
+    # scipy here, not at the top: readers import this module (via stitch) and need no solver.
+    from scipy.optimize import linear_sum_assignment
+
     rows, cols = linear_sum_assignment(cost)
     return [(int(detections[r]), tracks[c]) for r, c in zip(rows, cols) if block[r, c] >= threshold]
 

@@ -5,6 +5,9 @@ Each instance becomes `{image_id, category_id, bbox [x, y, w, h], score, segment
 keypoints when the model predicts them). Image ids come from a ground truth's `images`
 (matched by `coco_images.match_ground_truth`) or, without one, are assigned 1.. in
 (source, frame) order, and the matching `images` list is written beside the results.
+
+`CocoExporter` streams the results list source by source; `coco_results` builds it in memory
+for `maskray eval`, which scores it there.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from typing import Optional
 import pyarrow.dataset as ds
 
 from maskray.pipeline.coco.matching import FrameKey, assign_image_ids, load_ground_truth, match_ground_truth
-from maskray.pipeline.output.reader import Output, open_output, write_file
+from maskray.pipeline.export.exporter import Exporter, Option
+from maskray.pipeline.export.files import StreamedFile
+from maskray.pipeline.output.reader import Output, write_file
 
 _COLUMNS = ["source", "frame", "category_id", "score", "x1", "y1", "x2", "y2", "mask_rle",
             "keypoints", "width", "height"]
@@ -94,24 +99,49 @@ def images_path_for(results_path: str) -> str:
     return stem + ".images.json"
 
 
-def export_coco(output_uri: str, results_uri: str, *, gt_uri: Optional[str] = None,
-                images_uri: Optional[str] = None, min_score: float = 0.0) -> CocoExport:
-    """Write the COCO results of an output to `results_uri` (local path or object store).
+class CocoExporter(Exporter):
+    """DEST: the results JSON file; without `gt`, the images list beside it (or at `images`)."""
 
-    Without `gt_uri` the assigned images list is written to `images_uri` (default
-    `images_path_for(results_uri)`), so the ids mean something outside this run.
-    """
-    output = open_output(output_uri)
-    gt = load_ground_truth(gt_uri) if gt_uri else None
-    export = coco_results(output, gt, min_score=min_score)
-    write_file(results_uri, json.dumps(export.results).encode())
-    if gt is None:
-        images = {"images": export.images, "categories": _categories(output)}
-        write_file(images_uri or images_path_for(results_uri), json.dumps(images).encode())
-    return export
+    name = "coco"
+    options = (Option("gt", "COCO annotations whose images give the image ids"),
+               Option("images", "without gt: where the assigned images list goes"))
 
+    def open(self, dest: str) -> None:
+        self.dest = dest
+        frames = [{"source": s, "frame": f.frame, "time": f.time, "width": f.width, "height": f.height}
+                  for s, rows in self.context.frames.items() for f in rows]
+        self.gt = load_ground_truth(self.settings["gt"]) if self.settings.get("gt") else None
+        if self.gt is not None:
+            self.image_ids = match_ground_truth([(f["source"], f["frame"], f["time"] is None) for f in frames], self.gt)
+            matched = set(self.image_ids.values())
+            self.images = [image for image in self.gt["images"] if image["id"] in matched]
+        else:
+            self.image_ids, self.images = assign_image_ids(frames)
+        self.unmatched_frames = len(frames) - len(self.image_ids)
+        self.results = self.unmatched_instances = 0
+        self.tasks: set = set()
+        self.file = StreamedFile(dest)
+        self.file.write("[")
 
-def _categories(output: Output) -> list[dict]:
-    """The categories that occur in the output, as COCO `categories` entries."""
-    table = output.sql("SELECT DISTINCT category_id, category FROM instances ORDER BY category_id")
-    return [{"id": row["category_id"], "name": row["category"]} for row in table.to_pylist()]
+    def write_source(self, source, frames, instances) -> None:
+        for row in instances.to_pylist():
+            image_id = self.image_ids.get((row["source"], row["frame"]))
+            if image_id is None:
+                self.unmatched_instances += 1
+                continue
+            self.file.write(("," if self.results else "") + json.dumps(_result(row, image_id, self.tasks)))
+            self.results += 1
+
+    def close(self) -> list[str]:
+        self.file.write("]")
+        self.file.commit()
+        lines = [f"wrote {self.results} results on {len(self.images)} images to {self.dest}"]
+        if self.gt is None:
+            images_uri = self.settings.get("images") or images_path_for(self.dest)
+            categories = [{"id": i, "name": n} for i, n in self.context.categories.items()]
+            write_file(images_uri, json.dumps({"images": self.images, "categories": categories}).encode())
+            lines.append(f"wrote the images list to {images_uri}")
+        elif self.unmatched_frames:
+            lines.append(f"!skipped {self.unmatched_instances} instances on {self.unmatched_frames} frames "
+                         f"that match no image of {self.settings['gt']}")
+        return lines
