@@ -138,39 +138,47 @@ class Output:
         track_id = pc.take(self.track_ids["track_id"], position)
         return table.select(wanted).append_column("track_id", track_id)
 
-    def sql(self, query: str, *, limit: Optional[int] = None) -> pa.Table:
+    def sql(self, query: str, *, limit: Optional[int] = None, params: Optional[dict] = None) -> pa.Table:
         """Run a DuckDB SQL query over the views `instances`, `frames` and `tracks`.
 
         The connection is locked down (see `LOCKED_DOWN`): a query sees only the registered
         datasets and the views over them; it cannot read or write files, install or load
-        extensions, or change these settings. limit: return at most this many rows. Raises UsageError (one
-        line) when DuckDB rejects the query.
+        extensions, or change these settings. limit: return at most this many rows. params: values
+        of `$name` placeholders, bound by DuckDB (never pasted into the text). Raises UsageError
+        (one line) when DuckDB rejects the query.
         """
         generation = self.committed.generation
         try:
-            return self._sql(query, limit)
+            return self._sql(query, limit, params)
         except (UsageError, OSError):
             # A manifest published meanwhile (compaction, a withdrawal) may have removed parts
             # of the snapshot this query read: run it once more on the new one.
             if self.refresh().committed.generation == generation:
                 raise
-            return self._sql(query, limit)
+            return self._sql(query, limit, params)
 
-    def _sql(self, query: str, limit: Optional[int]) -> pa.Table:
+    def _sql(self, query: str, limit: Optional[int], params: Optional[dict] = None) -> pa.Table:
+        connection = self.connect()
+        try:
+            return run_query(connection, query, limit=limit, params=params)
+        finally:
+            connection.close()
+
+    def connect(self) -> "duckdb.DuckDBPyConnection":
+        """A locked-down DuckDB connection (see `sql`) with this snapshot's `instances`, `frames`
+        and `tracks` views, for a caller that runs many queries (`run_query`); it closes it."""
         connection = duckdb.connect(config=LOCKED_DOWN)
         try:
             connection.register("frames", self.dataset("frames"))
             self._register_instances(connection)
             connection.execute(f"CREATE TEMP VIEW tracks AS {TRACKS_SQL}")
-            relation = connection.sql(query)
-            # Statements such as SET or CREATE give no relation: they run and return nothing.
-            if relation is None:
-                return pa.table({})
-            return (relation if limit is None else relation.limit(limit)).to_arrow_table()
         except duckdb.Error as error:
-            raise UsageError(f"query failed: {_duckdb_message(error)}") from None
-        finally:
             connection.close()
+            raise UsageError(f"query failed: {_duckdb_message(error)}") from None
+        except BaseException:
+            connection.close()
+            raise
+        return connection
 
     def _register_instances(self, connection) -> None:
         parts = self.dataset("instances")
@@ -199,6 +207,19 @@ LOCKED_DOWN = {
     "allow_unsigned_extensions": False,
     "lock_configuration": True,
 }
+
+
+def run_query(connection, query: str, *, limit: Optional[int] = None, params: Optional[dict] = None) -> pa.Table:
+    """Run `query` on a connection from `Output.connect`; UsageError (one line) when DuckDB
+    rejects it. params: values of `$name` placeholders, bound by DuckDB."""
+    try:
+        relation = connection.sql(query, params=params) if params else connection.sql(query)
+        # Statements such as SET or CREATE give no relation: they run and return nothing.
+        if relation is None:
+            return pa.table({})
+        return (relation if limit is None else relation.limit(limit)).to_arrow_table()
+    except duckdb.Error as error:
+        raise UsageError(f"query failed: {_duckdb_message(error)}") from None
 
 
 def _duckdb_message(error: Exception) -> str:

@@ -1,0 +1,220 @@
+"""What the viewer's pages ask of an output, as DuckDB queries through the locked-down reader.
+
+Paging and filtering happen in DuckDB (`Output.sql`, the same lock-down as `maskray query`):
+a page reads a few dozen rows, never the whole table. Filter values are bound as `$name`
+parameters; the free `WHERE` text a user types is SQL by intent and runs under the lock-down
+(no file access, no extensions), so it can only read this output's tables.
+
+While a job runs, the snapshot of committed shards is renewed at most every `REFRESH_S`
+seconds, so the pages follow the job; a finished job is read once.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+from maskray.models.errors import UsageError
+from maskray.pipeline import storage
+from maskray.pipeline.output import layout
+from maskray.pipeline.output.reader import Output, open_output, run_query
+from maskray.pipeline.output.status import output_status
+
+REFRESH_S = 3.0
+MAX_PER_PAGE = 100
+DRAWN_PER_THUMB = 20  # masks drawn on one thumbnail, best scores first
+TRAIL_FRAMES = 12  # processed frames a track's trail reaches back
+TRACK_STRIP_ROWS = 400
+HISTOGRAM_BINS = 20
+SORTS = {
+    "score": "top_score DESC, source, frame",
+    "instances": "matches DESC, top_score DESC, source, frame",
+    "time": "source, frame",
+}
+INSTANCE_COLUMNS = "instance, category_id, category, score, x1, y1, x2, y2, mask_rle, mask_area, keypoints, track_id"
+
+
+@dataclass(frozen=True)
+class GalleryFilter:
+    """A gallery's question: which instances count; frames holding one are shown."""
+
+    category: Optional[str] = None
+    min_score: Optional[float] = None
+    max_score: Optional[float] = None
+    source: Optional[str] = None
+    track: Optional[int] = None
+    where: Optional[str] = None  # free SQL over `instances`' columns
+    sort: str = "score"
+
+    def conditions(self) -> tuple[str, dict]:
+        """(the WHERE text, its parameters)."""
+        parts, params = ["TRUE"], {}
+        if self.category:
+            parts.append("category = $category")
+            params["category"] = self.category
+        if self.min_score is not None:
+            parts.append("score >= $min_score")
+            params["min_score"] = float(self.min_score)
+        if self.max_score is not None:
+            parts.append("score <= $max_score")
+            params["max_score"] = float(self.max_score)
+        if self.source:
+            parts.append("source = $source")
+            params["source"] = self.source
+        if self.track is not None:
+            parts.append("track_id = $track")
+            params["track"] = int(self.track)
+        if self.where and self.where.strip():
+            if ";" in self.where:
+                raise UsageError("the WHERE filter is one condition: no ';'")
+            parts.append(f"({self.where})")
+        return " AND ".join(parts), params
+
+
+class ViewQueries:
+    """The viewer's reads of one output; one query at a time (DuckDB runs each on all cores)."""
+
+    def __init__(self, output_uri: str):
+        self.output: Output = open_output(output_uri)
+        self.uri = self.output.uri
+        self._lock = threading.Lock()
+        self._read_at = time.monotonic()
+        self._finished = storage.exists(layout.success_uri(self.uri))
+        self._sources: Optional[dict[str, bool]] = None
+        self._connection = None
+
+    def _sql(self, query: str, params: Optional[dict] = None) -> list[dict]:
+        with self._lock:
+            stale = not self._finished and time.monotonic() - self._read_at > REFRESH_S
+            if stale or self._connection is None:
+                self._reconnect()
+            generation = self.output.committed.generation
+            try:
+                return run_query(self._connection, query, params=params).to_pylist()
+            except (UsageError, OSError):
+                # Compaction may have replaced the parts of this snapshot: once more on the new one.
+                self._reconnect()
+                if self.output.committed.generation == generation:
+                    raise
+                return run_query(self._connection, query, params=params).to_pylist()
+
+    def _reconnect(self) -> None:
+        """A connection over the latest snapshot (the same lock-down as `maskray query`)."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+        self.output.refresh()
+        self._sources = None
+        self._finished = storage.exists(layout.success_uri(self.uri))
+        self._read_at = time.monotonic()
+        self._connection = self.output.connect()
+
+    def sources(self) -> dict[str, bool]:
+        """{source: is it an image} of every source the job read: the only files served."""
+        if self._sources is None:
+            rows = self._sql("SELECT source, bool_and(time IS NULL) AS is_image FROM frames GROUP BY 1")
+            self._sources = {row["source"]: bool(row["is_image"]) for row in rows}
+        return self._sources
+
+    def overview(self) -> dict:
+        try:
+            status = output_status(self.uri).to_dict()
+        except UsageError as error:
+            status = {"state": "unknown", "message": str(error)}
+        categories = self._sql(
+            "SELECT category, count(*) AS n, avg(score) AS mean_score FROM instances GROUP BY 1 ORDER BY n DESC, 1")
+        bins = self._sql(
+            f"SELECT least(floor(score * {HISTOGRAM_BINS}), {HISTOGRAM_BINS - 1})::INT AS bin, count(*) AS n "
+            "FROM instances GROUP BY 1 ORDER BY 1")
+        histogram = [0] * HISTOGRAM_BINS
+        for row in bins:
+            histogram[max(0, row["bin"])] += row["n"]
+        totals = self._sql(
+            "SELECT count(DISTINCT source) AS sources, count(*) AS frames, "
+            "count(*) FILTER (WHERE status = 'error') AS errors, sum(num_instances)::BIGINT AS instances FROM frames")[0]
+        errors = self._sql("SELECT source, frame, error FROM frames WHERE status = 'error' "
+                           "ORDER BY source, frame LIMIT 50")
+        return {"status": _finite(status), "totals": totals, "categories": _finite(categories),
+                "histogram": histogram, "errors": errors}
+
+    def categories(self) -> list[str]:
+        return [r["category"] for r in self._sql("SELECT DISTINCT category FROM instances ORDER BY 1")]
+
+    def source_list(self, limit: int = 1000) -> list[dict]:
+        return [{"source": s, "is_image": i} for s, i in sorted(self.sources().items())[:limit]]
+
+    def gallery(self, chosen: GalleryFilter, page: int, per_page: int) -> dict:
+        """One page of frames holding a matching instance, each with its matching instances."""
+        per_page = max(1, min(int(per_page), MAX_PER_PAGE))
+        page = max(0, int(page))
+        if chosen.sort not in SORTS:
+            raise UsageError(f"sort must be one of {', '.join(SORTS)}")
+        where, params = chosen.conditions()
+        frames = self._sql(
+            f"SELECT source, frame, count(*) AS matches, max(score) AS top_score, any_value(time) AS time, "
+            f"any_value(width) AS width, any_value(height) AS height FROM instances WHERE {where} "
+            f"GROUP BY source, frame ORDER BY {SORTS[chosen.sort]} LIMIT {per_page + 1} OFFSET {page * per_page}",
+            params)
+        more = len(frames) > per_page
+        frames = frames[:per_page]
+        if frames:
+            wanted = dict(params, page_sources=sorted({f["source"] for f in frames}),
+                          page_frames=sorted({f["frame"] for f in frames}))
+            rows = self._sql(
+                f"SELECT source, frame, {INSTANCE_COLUMNS} FROM instances WHERE {where} "
+                "AND source IN (SELECT unnest($page_sources)) AND frame IN (SELECT unnest($page_frames)) "
+                f"QUALIFY row_number() OVER (PARTITION BY source, frame ORDER BY score DESC) <= {DRAWN_PER_THUMB}",
+                wanted)
+            by_frame: dict[tuple, list] = {}
+            for row in rows:
+                by_frame.setdefault((row.pop("source"), row.pop("frame")), []).append(row)
+            for f in frames:
+                f["instances"] = sorted(by_frame.get((f["source"], f["frame"]), []), key=lambda r: r["instance"])
+        return {"page": page, "per_page": per_page, "more": more, "frames": _finite(frames)}
+
+    def frame(self, source: str, frame: int) -> Optional[dict]:
+        """A frame's row, every instance on it, and for a video its neighbours and trails."""
+        params = {"source": source, "frame": int(frame)}
+        rows = self._sql("SELECT source, frame, time, width, height, num_instances, status, error FROM frames "
+                         "WHERE source = $source AND frame = $frame", params)
+        if not rows:
+            return None
+        found = rows[0]
+        found["is_image"] = self.sources().get(source, found["time"] is None)
+        found["instances"] = self._sql(
+            f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE source = $source AND frame = $frame ORDER BY instance",
+            params)
+        if not found["is_image"]:
+            found.update(self._sql(
+                "SELECT max(frame) FILTER (WHERE frame < $frame) AS previous, "
+                "min(frame) FILTER (WHERE frame > $frame) AS next, "
+                "count(*) FILTER (WHERE frame < $frame) AS position, count(*) AS processed "
+                "FROM frames WHERE source = $source AND status = 'ok'", params)[0])
+            found["trails"] = self._sql(
+                "SELECT track_id, frame, (x1 + x2) / 2 AS x, (y1 + y2) / 2 AS y FROM instances "
+                "WHERE source = $source AND track_id IS NOT NULL AND frame <= $frame AND frame >= "
+                f"(SELECT coalesce(min(frame), 0) FROM (SELECT frame FROM frames WHERE source = $source "
+                f"AND status = 'ok' AND frame <= $frame ORDER BY frame DESC LIMIT {TRAIL_FRAMES})) "
+                "ORDER BY track_id, frame", params)
+        return _finite(found)
+
+    def track(self, source: str, track_id: int) -> list[dict]:
+        """Where one track was seen, frame by frame (for its strip of crops)."""
+        return _finite(self._sql(
+            "SELECT frame, time, category, score, x1, y1, x2, y2 FROM instances "
+            f"WHERE source = $source AND track_id = $track ORDER BY frame LIMIT {TRACK_STRIP_ROWS}",
+            {"source": source, "track": int(track_id)}))
+
+
+def _finite(value):
+    """NaN and infinities become null: JSON has no spelling for them."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
