@@ -79,7 +79,8 @@ function paintInstances(ctx, instances, frameHeight, scale, options) {
     if (options.skeleton && inst.keypoints && inst.keypoints.length) {
       const k = inst.keypoints, seen = (i) => k[3 * i + 2] > 0;
       ctx.strokeStyle = colour; ctx.lineWidth = 2;
-      for (const [a, b] of options.skeleton) {
+      // COCO's skeleton joins 17 person keypoints; other sets (the shapes' 4) get dots only.
+      for (const [a, b] of (k.length === 51 ? options.skeleton : [])) {
         if (3 * Math.max(a, b) + 2 >= k.length || !seen(a) || !seen(b)) continue;
         ctx.beginPath(); ctx.moveTo(k[3 * a] * scale, k[3 * a + 1] * scale);
         ctx.lineTo(k[3 * b] * scale, k[3 * b + 1] * scale); ctx.stroke();
