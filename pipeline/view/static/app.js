@@ -130,7 +130,8 @@ async function showGallery(params) {
                             onclick: () => { location.hash = frameLink(f.source, f.frame); }},
       canvas,
       el("div", {class: "caption", title: f.source},
-         `${fileName(f.source)} #${f.frame} · ${f.matches} · ${fmt(f.top_score, 2)}`),
+         `${fileName(f.source)}${f.time === null ? "" : " frame " + f.frame} · ${f.matches} ` +
+         `instance${f.matches === 1 ? "" : "s"} · best ${fmt(f.top_score, 2)}`),
       el("div", {class: "caption categories"}, [...new Set(f.instances.map((i) => i.category))].join(", ")));
     grid.append(card);
     drawThumb(canvas, f);

@@ -1,0 +1,82 @@
+"""`maskray view` without Ray: bad outputs and ports give one line and exit 2; a known output's
+pages hold exactly its instances, with masks; a source that is gone gives a note, not a crash."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from maskray.pipeline.output.schema import FrameRef
+from results_helpers import ellipse, prediction, rectangle, write_output
+from view_server import Viewer
+
+REPO = Path(__file__).resolve().parent.parent
+NAMES = {1: "person", 3: "car"}
+
+
+def run_view(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "maskray", "view", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_a_folder_without_an_output_is_a_usage_error(tmp_path):
+    done = run_view(str(tmp_path / "nothing"), "--port", "0")
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "no output at" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_port_in_use_is_a_usage_error(tmp_path):
+    out = known_output(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        done = run_view(str(out), "--port", str(taken.getsockname()[1]))
+    assert done.returncode == 2
+    assert "cannot listen on 127.0.0.1" in done.stderr and "Traceback" not in done.stderr
+
+
+def known_output(tmp_path: Path) -> Path:
+    """Two images on disk (one later deleted by a test) with known instances."""
+    frames = []
+    for index, shapes in enumerate([[("rect", 3, 0.9), ("ellipse", 1, 0.8)], [("ellipse", 1, 0.95)]]):
+        path = tmp_path / f"image{index}.png"
+        Image.fromarray(np.full((48, 64, 3), 40 * (index + 1), np.uint8)).save(path)
+        masks = [rectangle(48, 64, 5, 5, 30, 20) if kind == "rect" else ellipse(48, 64, 40, 30, 10, 8)
+                 for kind, _, _ in shapes]
+        frames.append((FrameRef(str(path), 0, None, 64, 48),
+                       prediction(masks, [c for _, c, _ in shapes], [s for _, _, s in shapes], NAMES)))
+    out = tmp_path / "out"
+    if not out.exists():
+        write_output(str(out), frames, shard_size=1)
+    return out
+
+
+def test_pages_hold_the_outputs_instances_and_a_gone_source_gets_a_note(tmp_path):
+    out = known_output(tmp_path)
+    viewer = Viewer(str(out))
+    try:
+        gallery = viewer.api("gallery")
+        assert [(Path(f["source"]).name, f["matches"]) for f in gallery["frames"]] == [("image1.png", 1), ("image0.png", 2)]
+        cars = viewer.api("gallery", category="car")["frames"]
+        assert len(cars) == 1 and [i["category"] for i in cars[0]["instances"]] == ["car"]
+        assert cars[0]["instances"][0]["mask_rle"]  # the page gets the mask to draw
+        assert viewer.api("gallery", where="mask_area > 300")["frames"][0]["matches"] == 1
+        status, body = viewer.get("/api/gallery", where="no_such_column > 1")
+        assert status == 400 and json.loads(body)["error"].startswith("query failed")
+        frame = viewer.api("frame", source=str(tmp_path / "image0.png"), frame=0)
+        assert [i["category"] for i in frame["instances"]] == ["car", "person"]
+        status, body = viewer.get("/api/image", source=str(tmp_path / "image0.png"), frame=0)
+        assert status == 200 and body[:2] == b"\xff\xd8"  # a JPEG
+        (tmp_path / "image1.png").unlink()
+        status, body = viewer.get("/api/image", source=str(tmp_path / "image1.png"), frame=0)
+        assert status == 404 and json.loads(body)["missing"] is True
+        assert viewer.api("overview")["totals"]["instances"] == 3
+    finally:
+        viewer.close()
