@@ -118,7 +118,10 @@ class Chromium:
         """Polls until the expression is truthy; returns its value."""
         deadline = time.monotonic() + timeout
         while True:
-            value = self.evaluate(expression)
+            try:
+                value = self.evaluate(expression)
+            except RuntimeError:  # the page is between documents (navigating): not yet
+                value = None
             if value:
                 return value
             if time.monotonic() > deadline:
