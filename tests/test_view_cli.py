@@ -7,13 +7,15 @@ import json
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from maskray.pipeline.output.schema import FrameRef
-from results_helpers import ellipse, prediction, rectangle, write_output
+from maskray.pipeline.output import sink
+from results_helpers import ellipse, prediction, rectangle, write_output, write_shard
 from view_server import Viewer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,7 +44,7 @@ def test_a_port_in_use_is_a_usage_error(tmp_path):
     assert "cannot listen on 127.0.0.1" in done.stderr and "Traceback" not in done.stderr
 
 
-def known_output(tmp_path: Path) -> Path:
+def known_frames(tmp_path: Path) -> list:
     """Two images on disk (one later deleted by a test) with known instances."""
     frames = []
     for index, shapes in enumerate([[("rect", 3, 0.9), ("ellipse", 1, 0.8)], [("ellipse", 1, 0.95)]]):
@@ -52,9 +54,12 @@ def known_output(tmp_path: Path) -> Path:
                  for kind, _, _ in shapes]
         frames.append((FrameRef(str(path), 0, None, 64, 48),
                        prediction(masks, [c for _, c, _ in shapes], [s for _, _, s in shapes], NAMES)))
+    return frames
+
+
+def known_output(tmp_path: Path) -> Path:
     out = tmp_path / "out"
-    if not out.exists():
-        write_output(str(out), frames, shard_size=1)
+    write_output(str(out), known_frames(tmp_path), shard_size=1)
     return out
 
 
@@ -78,5 +83,24 @@ def test_pages_hold_the_outputs_instances_and_a_gone_source_gets_a_note(tmp_path
         status, body = viewer.get("/api/image", source=str(tmp_path / "image1.png"), frame=0)
         assert status == 404 and json.loads(body)["missing"] is True
         assert viewer.api("overview")["totals"]["instances"] == 3
+    finally:
+        viewer.close()
+
+
+def test_the_pages_follow_a_job_that_is_still_committing(tmp_path):
+    frames = known_frames(tmp_path)
+    out = str(tmp_path / "running")
+    sink.write_job(out, {"job_id": "test-job", "model": "known-instances", "weights_id": "none"})
+    write_shard(out, "s0000", frames[:1])
+    viewer = Viewer(out)
+    try:
+        assert viewer.api("overview")["totals"]["frames"] == 1
+        assert len(viewer.api("gallery")["frames"]) == 1
+        write_shard(out, "s0001", frames[1:])  # a shard commits while the viewer is open
+        deadline = time.monotonic() + 60
+        while viewer.api("overview")["totals"]["frames"] != 2:
+            assert time.monotonic() < deadline, "the viewer never saw the new commit"
+            time.sleep(0.5)
+        assert len(viewer.api("gallery")["frames"]) == 2
     finally:
         viewer.close()

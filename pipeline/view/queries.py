@@ -100,6 +100,7 @@ class ViewQueries:
         self._finished = storage.exists(layout.success_uri(self.uri))
         self._sources: Optional[dict[str, bool]] = None
         self._connection = None
+        self._copy_s = 0.0  # how long copying the light columns took: refreshes wait 10x that
 
     def _sql(self, query: str, params: Optional[dict] = None) -> list[dict]:
         with self._lock:
