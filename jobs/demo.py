@@ -89,6 +89,7 @@ def run_demo(workdir="maskray-demo", *, images: int = 8, video_frames: int = 24,
         echo(line)
     seconds = time.monotonic() - started
     echo(f"demo finished in {seconds:.0f}s")
+    echo(f"look at the frames, masks and tracks in your browser: {view_command(shown)}")
     return DemoResult(code, root, root / "out", overlay, metrics, seconds)
 
 
@@ -225,6 +226,11 @@ def next_steps(shown: str, data: SyntheticSet) -> list[str]:
         lines.append(f"  maskray render {shlex.quote(out)} --source {shlex.quote(_join(shown, 'data', 'videos', video))} "
                      f"--out {shlex.quote(_join(shown, 'video-masks.mp4'))}")
     return lines
+
+
+def view_command(shown: str) -> str:
+    """The command that opens the viewer on the demo's output."""
+    return f"maskray view {shlex.quote(_join(shown, 'out'))}"
 
 
 def _join(base: str, *parts: str) -> str:

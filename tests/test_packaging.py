@@ -59,3 +59,10 @@ def test_a_users_own_models_and_pipeline_modules_do_not_shadow_maskray(tmp_path)
     done = subprocess.run([sys.executable, "-c", script], cwd=user, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "1"
+
+
+def test_the_wheel_ships_the_viewers_page(wheel):
+    from maskray.pipeline.view.server import STATIC_FILES
+
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {f"maskray/pipeline/view/static/{name}" for name in STATIC_FILES} <= names

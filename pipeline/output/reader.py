@@ -14,7 +14,7 @@ the same; DuckDB scans the Arrow datasets it is handed and never opens files its
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import cached_property
 from typing import Iterable, Optional, Union
 
@@ -152,23 +152,24 @@ class Output:
         position = pc.index_in(keys(table), value_set=keys(self.track_ids))
         return table.append_column("track_id", pc.take(self.track_ids["track_id"], position))
 
-    def sql(self, query: str, *, limit: Optional[int] = None) -> pa.Table:
+    def sql(self, query: str, *, limit: Optional[int] = None, params: Optional[dict] = None) -> pa.Table:
         """Run a DuckDB SQL query over the views `instances`, `frames` and `tracks`.
 
         The connection is locked down (see `LOCKED_DOWN`): a query sees only the registered
         datasets and the views over them; it cannot read or write files, install or load
-        extensions, or change these settings. limit: return at most this many rows. Raises UsageError (one
-        line) when DuckDB rejects the query.
+        extensions, or change these settings. limit: return at most this many rows. params: values
+        of `$name` placeholders, bound by DuckDB (never pasted into the text). Raises UsageError
+        (one line) when DuckDB rejects the query.
         """
         generation = self.committed.generation
         try:
-            return self._sql(query, limit)
+            return self._sql(query, limit, params)
         except (UsageError, OSError, layout.DamagedOutputError):
             # A manifest published meanwhile (compaction, a withdrawal) may have removed parts
             # of the snapshot this query read: run it once more on the new one.
             if self.refresh().committed.generation == generation:
                 raise
-            return self._sql(query, limit)
+            return self._sql(query, limit, params)
 
     @contextmanager
     def _reading(self):
@@ -186,22 +187,29 @@ class Output:
                 raise damage from None
             raise
 
-    def _sql(self, query: str, limit: Optional[int]) -> pa.Table:
+    def _sql(self, query: str, limit: Optional[int], params: Optional[dict] = None) -> pa.Table:
+        connection = self.connect(query)
+        try:
+            return run_query(connection, query, limit=limit, params=params, reading=self._reading)
+        finally:
+            connection.close()
+
+    def connect(self, query: Optional[str] = None) -> "duckdb.DuckDBPyConnection":
+        """A locked-down DuckDB connection (see `sql`) with this snapshot's `instances`, `frames`
+        and `tracks` views, for a caller that runs many queries (`run_query`); it closes it.
+        Given the `query` it is for, track ids are joined only if that query can see them."""
         connection = duckdb.connect(config=LOCKED_DOWN)
         try:
             connection.register("frames", self.dataset("frames"))
-            self._register_instances(connection, needs_track_ids(connection, query))
+            self._register_instances(connection, query is None or needs_track_ids(connection, query))
             connection.execute(f"CREATE TEMP VIEW tracks AS {TRACKS_SQL}")
-            with self._reading():  # a scan that meets a missing or damaged part
-                relation = connection.sql(query)
-                # Statements such as SET or CREATE give no relation: they run and return nothing.
-                if relation is None:
-                    return pa.table({})
-                return (relation if limit is None else relation.limit(limit)).to_arrow_table()
         except duckdb.Error as error:
-            raise UsageError(f"query failed: {_duckdb_message(error)}") from None
-        finally:
             connection.close()
+            raise UsageError(f"query failed: {_duckdb_message(error)}") from None
+        except BaseException:
+            connection.close()
+            raise
+        return connection
 
     def _register_instances(self, connection, with_track_ids: bool = True) -> None:
         parts = self.dataset("instances")
@@ -259,6 +267,22 @@ def needs_track_ids(connection, query: str) -> bool:
                 return True
             stack.extend(node.values())
     return False
+
+
+def run_query(connection, query: str, *, limit: Optional[int] = None, params: Optional[dict] = None,
+              reading=nullcontext) -> pa.Table:
+    """Run `query` on a connection from `Output.connect`; UsageError (one line) when DuckDB
+    rejects it. params: values of `$name` placeholders, bound by DuckDB. reading: a context
+    that names a missing or damaged part met by the scan (`Output._reading`)."""
+    try:
+        with reading():
+            relation = connection.sql(query, params=params) if params else connection.sql(query)
+            # Statements such as SET or CREATE give no relation: they run and return nothing.
+            if relation is None:
+                return pa.table({})
+            return (relation if limit is None else relation.limit(limit)).to_arrow_table()
+    except duckdb.Error as error:
+        raise UsageError(f"query failed: {_duckdb_message(error)}") from None
 
 
 def _duckdb_message(error: Exception) -> str:
