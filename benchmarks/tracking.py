@@ -21,7 +21,7 @@ from pathlib import Path
 from maskray.jobs.local import run_job
 from maskray.jobs.spec import JobSpec
 from maskray.jobs.training.shapes import generate_shapes
-from maskray.pipeline.coco.evaluate import evaluate
+from maskray.pipeline.evaluation.coco import evaluate
 from maskray.pipeline.output.reader import open_output
 
 FPS = 25

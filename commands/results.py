@@ -116,15 +116,15 @@ def eval_command(output, gt_file, cityscapes_root, metrics_file, tasks, min_scor
 
 def _eval(output, gt_file, cityscapes_root, metrics_file, tasks, min_score):
     if cityscapes_root:
-        from maskray.pipeline.cityscapes.evaluate import evaluate_cityscapes, write_metrics
-        from maskray.pipeline.cityscapes.report import evaluation_report
+        from maskray.pipeline.evaluation.cityscapes import evaluate_cityscapes, write_metrics
+        from maskray.pipeline.evaluation.cityscapes_report import evaluation_report
 
         evaluation = evaluate_cityscapes(output, cityscapes_root, min_score=min_score)
         click.echo(evaluation_report(evaluation), nl=False)
         write_metrics(evaluation, metrics_file)
         click.echo(f"metrics written to {metrics_file}")
         return 0
-    from maskray.pipeline.coco.evaluate import evaluate, write_metrics
+    from maskray.pipeline.evaluation.coco import evaluate, write_metrics
 
     evaluation = evaluate(output, gt_file, tasks=list(tasks) or None, min_score=min_score)
     metrics = evaluation.metrics

@@ -23,7 +23,7 @@ from maskray.jobs.training.synthetic import MARKER, synthetic_dataset
 from maskray.models.errors import UsageError
 from maskray.models.weights import load_weights
 from maskray.pipeline.output import sink
-from maskray.pipeline.coco.evaluate import evaluate
+from maskray.pipeline.evaluation.coco import evaluate
 from maskray.pipeline.render.overlays import render
 from maskray.pipeline.output.reader import open_output
 from maskray.pipeline.output.results_format import format_table

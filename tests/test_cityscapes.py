@@ -18,7 +18,7 @@ from results_helpers import prediction, run_maskray, write_output
 from submit_helpers import local_ray
 from maskray.jobs.training.cityscapes_dataset import CityscapesDataset
 from maskray.jobs.training.cityscapes_synthetic import generate_cityscapes
-from maskray.pipeline.cityscapes.evaluate import official_evaluation
+from maskray.pipeline.evaluation.cityscapes import official_evaluation
 from maskray.pipeline.cityscapes.files import ground_truth_index
 from maskray.pipeline.cityscapes.ground_truth import instance_image
 from maskray.pipeline.cityscapes.labels import INSTANCE_LABELS, is_instance, label_of

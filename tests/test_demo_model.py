@@ -9,7 +9,7 @@ import torch
 from maskray.jobs.local import run_job
 from maskray.jobs.spec import JobSpec
 from maskray.models.weights import DEMO_WEIGHTS
-from maskray.pipeline.coco.evaluate import evaluate
+from maskray.pipeline.evaluation.coco import evaluate
 from maskray.jobs.training.shapes import generate_shapes
 
 HELD_OUT_SEED = 2027  # training used seed 1, its validation seed 2

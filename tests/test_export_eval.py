@@ -12,7 +12,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from maskray.pipeline.coco.matching import load_ground_truth, match_ground_truth
-from maskray.pipeline.coco.evaluate import evaluate
+from maskray.pipeline.evaluation.coco import evaluate
 from maskray.pipeline.output.schema import FrameRef
 from results_helpers import ellipse, ground_truth, prediction, rectangle, run_maskray, write_output
 

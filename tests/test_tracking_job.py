@@ -13,7 +13,7 @@ import pytest
 from maskray.jobs.local import run_job
 from maskray.jobs.spec import JobSpec
 from maskray.jobs.training.shapes import generate_shapes
-from maskray.pipeline.coco.evaluate import evaluate
+from maskray.pipeline.evaluation.coco import evaluate
 from maskray.pipeline.output import sink
 from maskray.pipeline.output.layout import track_ids_uri
 from maskray.pipeline.output.reader import open_output

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from maskray.pipeline.cityscapes.evaluate import CityscapesEvaluation
+from maskray.pipeline.evaluation.cityscapes import CityscapesEvaluation
 from maskray.pipeline.export.cityscapes import left_out
 
 
