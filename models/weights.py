@@ -4,7 +4,8 @@ Every file is read with `torch.load(..., weights_only=True)`: tensors and plain 
 only, never arbitrary pickles. A job's replicas get the file's bytes from the driver (which
 fetched and checked them once, `pipeline/weights_location.py`) with their sha256, checked
 again here; without bytes (training, evaluation, a Predictor of one's own) the weights are
-read where they are, and `coco` is looked up in the torch hub cache, never downloaded.
+read where they are, and `coco` is looked up in the torch hub cache (a job's driver downloads it
+there first: pipeline/weights_location.py).
 """
 
 from __future__ import annotations
