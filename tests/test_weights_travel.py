@@ -3,9 +3,9 @@ Ray's object store, so a replica needs no copy of the file, no torch cache and n
 
 - `https://`-style weights from a server on 127.0.0.1: one request for a job of two replicas;
 - `s3://` weights from moto: the credentials reach neither `_job.json` nor the job's output;
-- a real two-node cluster (`ray start` on 127.0.0.1, token auth): the weights file is deleted
-  once the driver has read it, before Ray is touched; the second node runs with an empty HOME
-  and torch cache; its replica still starts and commits shards.
+- a real cluster (`ray start` on 127.0.0.1, token auth): the weights file is deleted
+  once the driver has read it, before Ray is touched; then a node joins with an empty HOME
+  and torch cache; the pool gives it a replica, which starts and commits shards.
 """
 
 from __future__ import annotations
@@ -69,28 +69,24 @@ def test_s3_weights_keep_their_credentials_out_of_the_output(data_dir, s3_client
 
 
 @pytest.fixture
-def cluster_with_a_bare_node(tmp_path, monkeypatch):
-    """(head, node): the node's processes run with an empty HOME and torch cache."""
+def head_and_bare_home(tmp_path):
+    """(head, bare home): a one-node cluster, and an empty HOME / torch cache for a node that
+    joins later."""
     bare_home = tmp_path / "bare-home"
     bare_home.mkdir()
-    for tries_left in (1, 0):  # on 2 busy shared cores a raylet can abort while starting: once more
-        head = start_head(num_cpus=1, num_gpus=1, auth_mode="token", timeout=START_TIMEOUT)
-        try:
-            with monkeypatch.context() as bare:  # inherited by the node's raylet and workers only
-                bare.setenv("HOME", str(bare_home))
-                bare.setenv("TORCH_HOME", str(bare_home / "torch"))
-                bare.delenv("XDG_CACHE_HOME", raising=False)
-                node = start_node(head, num_cpus=2, num_gpus=1, auth_mode="token", timeout=START_TIMEOUT)
-            break
-        except RuntimeError:
-            stop_head(head)
-            if not tries_left:
-                raise
+    head = start_head(num_cpus=1, num_gpus=1, auth_mode="token", timeout=START_TIMEOUT)
     try:
-        yield head, node, bare_home
+        yield head, bare_home
     finally:
-        stop_head(node)
         stop_head(head)
+
+
+def _join_bare_node(head, bare_home, monkeypatch):
+    with monkeypatch.context() as bare:  # inherited by the node's raylet and workers only
+        bare.setenv("HOME", str(bare_home))
+        bare.setenv("TORCH_HOME", str(bare_home / "torch"))
+        bare.delenv("XDG_CACHE_HOME", raising=False)
+        return start_node(head, num_cpus=2, num_gpus=1, auth_mode="token", timeout=START_TIMEOUT)
 
 
 # The driver in its own process: `connect` (called once the weights are read, before Ray is
@@ -103,7 +99,7 @@ DRIVER = textwrap.dedent("""
 
     address, weights, source, output = sys.argv[1:]
     spec = JobSpec(sources=[source], output=output, model="demo", weights=weights, min_size=128,
-                   max_size=256, score_threshold=0.3, max_instances=5, workers=2, every=5,
+                   max_size=256, score_threshold=0.3, max_instances=5, every=1,
                    segment_seconds=1.0, batch_size=2).validate(check_local_device=False)
     with contextlib.ExitStack() as ray_held:
         def connect():
@@ -115,26 +111,36 @@ DRIVER = textwrap.dedent("""
 """)
 
 
-def test_a_node_without_the_file_or_a_cache_runs_a_replica(cluster_with_a_bare_node, data_dir, tmp_path):
-    head, node, bare_home = cluster_with_a_bare_node
+def test_a_node_that_joins_without_the_file_or_a_cache_runs_a_replica(head_and_bare_home, data_dir, tmp_path,
+                                                                     monkeypatch):
+    # The job starts on the head alone (no --workers: the pool follows the cluster); once the
+    # driver has read and deleted the weights file, a node with an empty HOME and torch cache
+    # joins: its replica starts from the bytes the driver shipped and commits shards.
+    head, bare_home = head_and_bare_home
     weights = tmp_path / "shapes.pt"
     weights.write_bytes(DEMO)
     output = tmp_path / "out"
     command = [sys.executable, "-c", DRIVER, head.gcs_address, str(weights),
                str(data_dir / "videos" / "bikes.mp4"), str(output)]
     log_path = tmp_path / "driver.log"
-    second_node: set = set()  # pids of the second node's processes (its replica's among them)
+    second_node: set = set()  # pids of the joined node's processes (its replica's among them)
+    node = None
     with open(log_path, "w") as log_file:
         driver = subprocess.Popen(command, cwd=REPO, env=ray_env("token"), stdout=log_file,
                                   stderr=subprocess.STDOUT, text=True)
         try:
             deadline = time.monotonic() + 800
             while driver.poll() is None and time.monotonic() < deadline:
-                second_node |= node_pids(node)
+                if node is None and "weights file deleted" in log_path.read_text():
+                    node = _join_bare_node(head, bare_home, monkeypatch)
+                if node is not None:
+                    second_node |= node_pids(node)
                 time.sleep(0.5)
         finally:
             if driver.poll() is None:
                 driver.kill()
+            if node is not None:
+                stop_head(node)
     log = log_path.read_text()
     assert driver.returncode == 0 and "exit 0" in log, log[-3000:]
     assert not weights.exists() and "weights file deleted" in log
@@ -143,5 +149,5 @@ def test_a_node_without_the_file_or_a_cache_runs_a_replica(cluster_with_a_bare_n
     assert on_second_node, f"no shard committed on the second node:\n{log[-3000:]}"
     assert not any(path.is_file() for path in (bare_home / "torch").rglob("*"))  # nothing cached there
     frames = read_table(str(output), "frames")
-    assert set(frame_keys(frames).values()) == {1} and frames.num_rows == 50  # every 5th of 250, once
+    assert set(frame_keys(frames).values()) == {1} and frames.num_rows == 250  # every frame, once
     assert _job(output)["weights_id"] == f"file:{DEMO_SHA256[:12]}"
