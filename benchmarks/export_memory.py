@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as coco_mask
 
-from maskray.models.predictor import FramePrediction
-from maskray.pipeline.output import sink
+from maskray.models.frame_prediction import FramePrediction
+from maskray.pipeline import storage
+from maskray.pipeline.output import layout, sink
 from maskray.pipeline.output.schema import FrameRef, predictions_to_batches
 
 H, W = 120, 160
@@ -51,7 +52,7 @@ def frame_prediction(rng: np.random.Generator) -> FramePrediction:
 
 def generate(output: Path, instances: int) -> Path:
     """OUT with `instances` instances (made once; a finished one carries `_SUCCESS`)."""
-    if (output / "_SUCCESS").exists():
+    if storage.exists(layout.success_uri(str(output))):
         return output
     shutil.rmtree(output, ignore_errors=True)
     rng = np.random.default_rng(0)

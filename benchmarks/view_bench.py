@@ -35,7 +35,8 @@ import requests
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from maskray.pipeline.output import sink
+from maskray.pipeline import storage
+from maskray.pipeline.output import layout, sink
 from maskray.pipeline.output.schema import FRAMES_SCHEMA, INSTANCES_SCHEMA
 
 WIDTH, HEIGHT = 1280, 720
@@ -171,7 +172,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     out = Path(args.output)
     started = time.monotonic()
-    if not (args.reuse and (out / "_SUCCESS").exists()):
+    if not (args.reuse and storage.exists(layout.success_uri(str(out)))):
         generate(out, args.instances, args.images, args.frames_per_video)
     print(f"output: {out} ({args.instances} instances) ready in {time.monotonic() - started:.1f}s")
     process, url = start_viewer(out)
