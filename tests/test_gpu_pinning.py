@@ -12,7 +12,7 @@ pytestmark = pytest.mark.ray  # a real local Ray with declared GPUs
 from maskray.jobs.local import run_job  # noqa: E402
 from maskray.jobs.spec import JobSpec  # noqa: E402
 from maskray.models.errors import UsageError  # noqa: E402
-from maskray.pipeline.execution.worker_pool import pool_size  # noqa: E402
+from maskray.pipeline.execution.pool_sizing import pool_size  # noqa: E402
 from submit_helpers import commits, frame_keys, local_ray, read_table, small_spec  # noqa: E402
 
 

@@ -12,7 +12,7 @@ import time
 from typing import Callable, Optional
 
 from maskray.models.errors import MaskrayError, first_line
-from maskray.pipeline.execution.pool_sizing import alive_nodes, pool_size  # noqa: F401 (pool_size: its old home)
+from maskray.pipeline.execution.pool_sizing import alive_nodes
 from maskray.pipeline.execution.replica import DRAINING, IDLE, STARTING, Replica
 
 

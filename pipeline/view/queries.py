@@ -52,6 +52,16 @@ LIGHT_TABLES = (
 )
 
 
+# The gallery's form filters, each one condition with its value bound by DuckDB.
+_FILTERS = (
+    ("category", "category = $category", str),
+    ("min_score", "score >= $min_score", float),
+    ("max_score", "score <= $max_score", float),
+    ("source", "source = $source", str),
+    ("track", "track_id = $track", int),
+)
+
+
 @dataclass(frozen=True)
 class GalleryFilter:
     """A gallery's question: which instances count; frames holding one are shown."""
@@ -67,21 +77,11 @@ class GalleryFilter:
     def conditions(self) -> tuple[str, dict]:
         """(the WHERE text, its parameters)."""
         parts, params = ["TRUE"], {}
-        if self.category:
-            parts.append("category = $category")
-            params["category"] = self.category
-        if self.min_score is not None:
-            parts.append("score >= $min_score")
-            params["min_score"] = float(self.min_score)
-        if self.max_score is not None:
-            parts.append("score <= $max_score")
-            params["max_score"] = float(self.max_score)
-        if self.source:
-            parts.append("source = $source")
-            params["source"] = self.source
-        if self.track is not None:
-            parts.append("track_id = $track")
-            params["track"] = int(self.track)
+        for name, condition, cast in _FILTERS:
+            value = getattr(self, name)
+            if value is not None and value != "":  # a filter not given (0 is a value)
+                parts.append(condition)
+                params[name] = cast(value)
         if self.where and self.where.strip():
             if ";" in self.where:
                 raise UsageError("the WHERE filter is one condition: no ';'")
