@@ -15,7 +15,7 @@ import traceback
 import click
 
 from maskray.commands import models, results, run, training, view
-from maskray.models.errors import MaskrayError
+from maskray.errors import MaskrayError
 
 
 STOPPED = "maskray: stopped; run the same command to resume"

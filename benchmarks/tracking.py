@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from maskray.jobs.local import run_job
+from maskray.jobs.launch import run_job
 from maskray.jobs.spec import JobSpec
 from maskray.jobs.training.shapes import generate_shapes
 from maskray.pipeline.evaluation.coco import evaluate

@@ -23,7 +23,7 @@ def query_command(output, sql, fmt, out_file, limit):
       maskray query out/ "SELECT category, count(*) AS n FROM instances GROUP BY 1 ORDER BY n DESC"
       maskray query s3://cams/masks/ "SELECT * FROM frames WHERE status = 'error'" --format csv
     """
-    from maskray.models.errors import UsageError
+    from maskray.errors import UsageError
     from maskray.pipeline.output.reader import open_output, write_file
     from maskray.pipeline.output.results_format import serialize
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from maskray.commands.tracker_options import tracker_options, tracker_settings
 from maskray.models.choices import PRECISIONS
 
 
@@ -38,14 +39,7 @@ from maskray.models.choices import PRECISIONS
 @click.option("--segment-seconds", type=float, help="Video: shard length in seconds (default: automatic).")
 @click.option("--track/--no-track", default=True, show_default=True,
               help="Video: give instances a track_id, stable across segments (costs well under 1% of a worker's time).")
-@click.option("--track-high-score", type=float, default=0.7, show_default=True,
-              help="Tracker: detections scoring this are matched first; lower ones only extend tracks.")
-@click.option("--track-match-iou", type=float, default=0.3, show_default=True,
-              help="Tracker: least mask/box IoU to continue a track.")
-@click.option("--track-low-match-iou", type=float, default=0.5, show_default=True,
-              help="Tracker: least IoU for a low-scoring detection to continue a track.")
-@click.option("--track-max-gap", type=int, default=10, show_default=True,
-              help="Tracker: processed frames a track survives without a detection.")
+@tracker_options
 @click.option("--address", help="Ray cluster: auto, ray://HOST:10001, or http://HOST:8265 (Jobs API). "
               "Default: an embedded Ray on this machine.")
 @click.option("--overwrite", is_flag=True, help="Replace a different job already in OUT.")
@@ -62,7 +56,7 @@ def submit_command(sources, output, address, overwrite, wait, **options):
       maskray submit ./videos/ ./photos/ --output out/ --weights coco --every 5
       maskray submit s3://cams/2026-11/ --output s3://cams/masks/ --fps 2 --address auto
     """
-    from maskray.jobs.local import run_job
+    from maskray.jobs.launch import run_job
 
     return run_job(submit_spec(sources, output, options), address, overwrite=overwrite, wait=wait)
 
@@ -70,12 +64,9 @@ def submit_command(sources, output, address, overwrite, wait, **options):
 def submit_spec(sources, output, options: dict):
     """The JobSpec of `submit`'s parsed options (the `--track-*` flags become `tracker`)."""
     from maskray.jobs.spec import JobSpec
-    from maskray.pipeline.tracking.tracker import TrackerConfig
 
     options = dict(options)
-    defaults = TrackerConfig().to_dict()
-    tracker = {name: options.pop(f"track_{name}") for name in list(defaults) if f"track_{name}" in options}
-    options["tracker"] = {k: v for k, v in tracker.items() if v != defaults[k]}  # only what was changed
+    options["tracker"] = tracker_settings(options)  # only what was changed
     return JobSpec(sources=list(sources), output=output, **options)
 
 

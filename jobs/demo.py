@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, TextIO
 
-from maskray.jobs.local import run_job
+from maskray.jobs.launch import run_job
 from maskray.jobs.spec import JobSpec
 from maskray.jobs.training.synthetic import MARKER, synthetic_dataset
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 from maskray.models.weights import load_weights
 from maskray.pipeline.output import sink
 from maskray.pipeline.evaluation.coco import evaluate

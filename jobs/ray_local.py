@@ -33,7 +33,7 @@ import sys
 import tempfile
 from typing import Iterator, Optional
 
-from maskray.models.errors import UsageError, first_line
+from maskray.errors import UsageError, first_line
 
 # Ray's own switches (environment variables its processes read).
 AUTH_MODE = "RAY_AUTH_MODE"

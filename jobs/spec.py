@@ -17,7 +17,7 @@ from typing import Optional
 from maskray.jobs.uri_credentials import refuse_credentials
 from maskray.models.choices import PRECISIONS
 from maskray.models.class_filter import build_class_filter, parse_classes, parse_score_thresholds
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 from maskray.models.weight_integrity import parse_digest
 from maskray.models.specs import get_spec
 from maskray.pipeline import storage
@@ -151,18 +151,12 @@ class JobSpec:
                            class_thresholds=self.class_thresholds)
 
     def _validate_tracker(self) -> None:
-        from maskray.pipeline.tracking.tracker import TrackerConfig
+        from maskray.pipeline.tracking.settings import check_settings
 
-        known = set(TrackerConfig().to_dict())
-        for name, value in self.tracker.items():
-            if name not in known:
-                raise UsageError(f"unknown tracker setting {name!r}; choose from: {', '.join(sorted(known))}")
-        config = TrackerConfig(**self.tracker)
-        for name in ("high_score", "match_iou", "low_match_iou"):
-            if not 0.0 <= getattr(config, name) <= 1.0:
-                raise UsageError(f"--track-{name.replace('_', '-')} must be between 0 and 1, got {getattr(config, name)}")
-        if not isinstance(config.max_gap, int) or config.max_gap < 0:
-            raise UsageError(f"--track-max-gap must be 0 or a positive number of frames, got {config.max_gap}")
+        try:
+            check_settings(self.tracker)
+        except (ValueError, TypeError) as error:
+            raise UsageError(str(error)) from None
 
     # ---- identity ---------------------------------------------------------------------------
     def fingerprint(self) -> str:

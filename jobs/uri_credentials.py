@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl, urlsplit
 
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 
 # Query parameters that carry a secret (pre-signed URLs, `?access_key=...&secret_key=...`).
 _BUCKET_SCHEMES = ("s3", "gs", "gcs")

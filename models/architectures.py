@@ -26,7 +26,7 @@ from torchvision.models.detection.faster_rcnn import (
 from maskray.models.backbones import build_backbone
 from maskray.models.compact import COMPACT_DEFAULTS, build_compact
 from maskray.models.detector import build_detector, keypoint_parts, rpn_parts, standard_anchors
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 from maskray.models.roi_heads import PRE_NMS_TOP, DetectionRoIHeads
 from maskray.models.variants import check_variants, mask_parts, roi_pooler
 

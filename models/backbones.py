@@ -15,7 +15,7 @@ from torchvision.ops import misc as misc_nn_ops
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from maskray.models.choices import BACKBONES
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 
 _RESNET_BUILDERS = {
     "resnet18": resnet.resnet18,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable, Optional, Union
 
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 
 if TYPE_CHECKING:  # parsing runs where the job is submitted, which need not load torch
     import torch

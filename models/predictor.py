@@ -22,7 +22,7 @@ import torch
 
 from maskray.models.choices import DEVICES
 from maskray.models.class_filter import build_class_filter
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 from maskray.models.frame_prediction import FramePrediction
 from maskray.models.host_transfer import fetch, frames_to_device
 from maskray.models.registry import build_model

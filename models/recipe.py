@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from maskray.models.errors import WeightsError
+from maskray.errors import WeightsError
 
 CHECKPOINT_VERSION = 1
 

@@ -16,7 +16,7 @@ from torchvision.ops import misc as misc_nn_ops
 from maskray.models.architectures import build_architecture
 from maskray.models.backbones import BACKBONES
 from maskray.models.compact import COMPACT_DEFAULTS
-from maskray.models.errors import UsageError, WeightsError
+from maskray.errors import UsageError, WeightsError
 from maskray.models.null_model import NullModel
 from maskray.models.recipe import Recipe
 from maskray.models.roi_heads import PRE_NMS_TOP

@@ -15,7 +15,7 @@ from maskray.models.categories import (
     SHAPES_CATEGORIES,
     SHAPES_KEYPOINT_NAMES,
 )
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 
 TASKS = ("boxes", "masks", "keypoints")
 DEFAULT_VARIANTS = {"roi_op": "align", "mask_loss": "sigmoid", "mask_head": "fcn"}

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from maskray.models.errors import WeightsError, first_line
+from maskray.errors import WeightsError, first_line
 
 DEMO_WEIGHTS = Path(__file__).resolve().parent / "weights" / "demo.pt"
 COCO_URL_BASE = "https://download.pytorch.org/models/"

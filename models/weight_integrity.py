@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from maskray.models.errors import UsageError, WeightsError
+from maskray.errors import UsageError, WeightsError
 
 MIN_PREFIX = 8  # hex digits: torchvision's names carry 8
 # torch.hub's own pattern (`HASH_REGEX`): the hex after the last '-' before the extension.

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from maskray.models.errors import WeightsError, first_line
+from maskray.errors import WeightsError, first_line
 from maskray.models.recipe import CHECKPOINT_VERSION, Recipe
 from maskray.models.weight_files import (  # noqa: F401 - part of this module's interface
     DEMO_WEIGHTS, coco_cache_dir, coco_weights_cached, demo_weights_present, not_cached_line,

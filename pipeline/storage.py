@@ -28,7 +28,7 @@ from urllib.parse import unquote, urlparse
 
 import pyarrow.fs as pafs
 
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 from maskray.pipeline.write_error import WriteError
 
 _REMOTE_SCHEMES = ("s3", "gs", "gcs")

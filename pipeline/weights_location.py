@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
-from maskray.models.errors import UsageError, WeightsError, first_line
+from maskray.errors import UsageError, WeightsError, first_line
 from maskray.models.weight_files import DEMO_WEIGHTS, coco_file_of, fetch_coco
 from maskray.models.weight_integrity import check_digest, parse_digest, prefix_in_name
 from maskray.pipeline import storage

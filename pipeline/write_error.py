@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno
 
-from maskray.models.errors import MaskrayError, first_line
+from maskray.errors import MaskrayError, first_line
 
 
 # errno -> (what happened, what to do), in a user's words

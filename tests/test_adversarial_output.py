@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskray.jobs.local import run_job
+from maskray.jobs.launch import run_job
 from maskray.pipeline.output import lease
 from maskray.pipeline.output.status import output_status
 from results_helpers import run_maskray
@@ -126,7 +126,7 @@ def test_the_submit_driver_never_imports_torch(data_dir, tmp_path):
     output = tmp_path / "out"
     script = textwrap.dedent(f"""
         import sys
-        from maskray.jobs.local import run_job
+        from maskray.jobs.launch import run_job
         from maskray.jobs.spec import JobSpec
         spec = JobSpec(sources=[{str(data_dir / "images" / "coins.png")!r}], output={str(output)!r},
                        model="demo", weights="none", min_size=128, max_size=256)

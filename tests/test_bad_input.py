@@ -6,7 +6,7 @@ from __future__ import annotations
 import av
 import pytest
 
-from maskray.jobs.local import run_job
+from maskray.jobs.launch import run_job
 from maskray.pipeline.output.status import output_status
 from submit_helpers import frame_keys, local_ray, read_table, small_spec
 

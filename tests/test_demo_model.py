@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from maskray.jobs.local import run_job
+from maskray.jobs.launch import run_job
 from maskray.jobs.spec import JobSpec
 from maskray.models.weights import DEMO_WEIGHTS
 from maskray.pipeline.evaluation.coco import evaluate

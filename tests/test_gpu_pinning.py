@@ -9,9 +9,9 @@ import torch
 pytest.importorskip("ray")  # worker_pool imports Ray itself
 pytestmark = pytest.mark.ray  # a real local Ray with declared GPUs
 
-from maskray.jobs.local import run_job  # noqa: E402
+from maskray.jobs.launch import run_job  # noqa: E402
 from maskray.jobs.spec import JobSpec  # noqa: E402
-from maskray.models.errors import UsageError  # noqa: E402
+from maskray.errors import UsageError  # noqa: E402
 from maskray.pipeline.execution.pool_sizing import pool_size  # noqa: E402
 from submit_helpers import commits, frame_keys, local_ray, read_table, small_spec  # noqa: E402
 

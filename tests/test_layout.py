@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 from maskray.pipeline import storage
 from maskray.pipeline.output import layout, lease, sink
 from maskray.pipeline.output.layout import CommitRecord, DamagedOutputError, LeaseRecord

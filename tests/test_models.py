@@ -16,7 +16,7 @@ from maskray.models.categories import (
     SHAPES_CATEGORIES,
     SHAPES_KEYPOINT_NAMES,
 )
-from maskray.models.errors import UsageError, WeightsError
+from maskray.errors import UsageError, WeightsError
 from maskray.models.registry import build_model
 from maskray.models.specs import MODELS, get_spec
 from maskray.models.weights import coco_weights_cached, demo_weights_present, save_checkpoint

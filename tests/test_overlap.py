@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 from maskray.pipeline.inputs.listing import list_media
 from maskray.pipeline.inputs.overlap import refuse_output_among_sources
 from submit_helpers import SMALL_FLAGS, run_cli

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from maskray.jobs.spec import JobSpec
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 from maskray.pipeline.execution.pool_sizing import FollowCluster, NodeShare
 
 GPU_NODE = {"CPU": 8.0, "GPU": 2.0}

@@ -9,7 +9,7 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 
 from maskray.models import rle
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 from maskray.models.predictor import FramePrediction, Predictor, PredictorConfig
 from maskray.models.specs import MODELS
 

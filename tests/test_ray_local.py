@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from maskray.jobs.ray_local import ray_session
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 
 pytestmark = pytest.mark.ray  # every test here starts (or joins) a real Ray
 

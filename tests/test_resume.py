@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from maskray.jobs.local import run_job
+from maskray.jobs.launch import run_job
 from maskray.pipeline import storage
 from maskray.pipeline.output.status import output_status
 from submit_helpers import REPO, SMALL_FLAGS, commits, frame_keys, kill_session, local_ray, read_table, run_cli, small_spec

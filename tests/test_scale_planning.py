@@ -8,8 +8,8 @@ import os
 import av
 import pytest
 
-from maskray.jobs.local import run_job
-from maskray.pipeline.execution.indexing import ClusterRunner
+from maskray.jobs.launch import run_job
+from maskray.pipeline.execution.planning_tasks import ClusterRunner
 from maskray.pipeline.inputs.listing import MediaFile
 from maskray.pipeline.inputs.plan_stream import ShardStream, plan_settings, plan_shards
 from maskray.pipeline.inputs.sampling import Sampling

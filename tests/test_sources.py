@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 from maskray.pipeline import storage
 from maskray.pipeline.inputs.images import decode_image
 from maskray.pipeline.inputs.listing import list_media

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from maskray.jobs.spec import JobSpec
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 
 
 def spec(**changes) -> JobSpec:

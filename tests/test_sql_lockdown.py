@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 from maskray.pipeline.output.reader import open_output
 from maskray.pipeline.output.schema import FrameRef
 from results_helpers import prediction, rectangle, run_maskray, write_output

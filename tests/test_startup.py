@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 from maskray.pipeline.execution.startup import Once, is_new_job, list_sources
 from maskray.pipeline.inputs.listing import list_media
 from maskray.pipeline.output import sink as sink_module

@@ -18,7 +18,7 @@ import av
 import numpy as np
 import pytest
 
-from maskray.jobs.local import run_job
+from maskray.jobs.launch import run_job
 from maskray.pipeline.inputs.listing import list_media
 from maskray.pipeline.inputs.plan_stream import ShardStream, ThreadRunner, plan_settings, plan_shards
 from maskray.pipeline.inputs.sampling import Sampling

@@ -13,8 +13,8 @@ from pycocotools import mask as mask_utils
 
 from maskray import cli
 from conftest import TEST_ACCESS_KEY, TEST_SECRET_KEY
-from maskray.jobs.local import run_job
-from maskray.models.errors import UsageError
+from maskray.jobs.launch import run_job
+from maskray.errors import UsageError
 from maskray.pipeline import storage
 from maskray.pipeline.execution.progress import Progress
 from maskray.pipeline.output.layout import CommitRecord

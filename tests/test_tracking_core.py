@@ -14,10 +14,11 @@ from maskray.jobs.spec import JobSpec
 from maskray.jobs.training.shapes import generate_shapes
 from maskray.models.categories import COCO_CATEGORIES
 from maskray.models.class_filter import build_class_filter
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 from maskray.pipeline.coco.track_metrics import sequences_from_coco, track_metrics
 from maskray.pipeline.tracking.stitch import SegmentTracks, assign_track_ids
-from maskray.pipeline.tracking.tracker import Detections, Tracker, TrackerConfig
+from maskray.pipeline.tracking.settings import TrackerConfig
+from maskray.pipeline.tracking.tracker import Detections, Tracker
 
 
 def frame(boxes, scores, categories=None):
@@ -133,7 +134,7 @@ def test_class_filter_keeps_chosen_classes_above_their_own_thresholds():
     ({"classes": "person,unicorn"}, "--classes: unknown category 'unicorn'; this model's categories are: person, bicycle"),
     ({"score_threshold": "person=0.7,car=x"}, "--score-threshold: 'x' for car is not a number"),
     ({"score_threshold": "cat=1.5,0.4"}, "--score-threshold: cat must be between 0 and 1"),
-    ({"tracker": {"max_gap": -1}}, "--track-max-gap must be 0 or a positive number"),
+    ({"tracker": {"max_gap": -1}}, "--track-max-gap must be at least 0"),
 ])
 def test_bad_class_and_tracker_settings_are_one_line_errors(tmp_path, changes, message):
     with pytest.raises(UsageError) as caught:

@@ -10,7 +10,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from maskray.jobs.local import run_job
+from maskray.jobs.launch import run_job
 from maskray.jobs.spec import JobSpec
 from maskray.jobs.training.shapes import generate_shapes
 from maskray.pipeline.evaluation.coco import evaluate

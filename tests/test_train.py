@@ -95,7 +95,7 @@ def test_ray_train_checkpoints_resumes_and_the_model_loads_in_submit(tiny, tmp_p
     assert all(torch.equal(value.float(), saved["state_dict"][key].float())
                for key, value in model.state_dict().items() if key in saved["state_dict"])
 
-    from maskray.jobs.local import run_job
+    from maskray.jobs.launch import run_job
     from maskray.jobs.spec import JobSpec
 
     result = tmp_path / "result"

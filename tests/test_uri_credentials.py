@@ -10,7 +10,7 @@ import pytest
 
 from maskray.jobs.spec import JobSpec
 from maskray.jobs.uri_credentials import has_credentials, redacted
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 from results_helpers import run_maskray
 
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYzEXAMPLEKEY"  # the shape of an AWS secret: it holds a '/'

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 from maskray.pipeline.output import compaction, layout, sink
 from maskray.pipeline.output.commit_log import read_committed
 from maskray.pipeline.output.layout import CommitRecord

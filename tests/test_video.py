@@ -8,7 +8,7 @@ import json
 import av
 import pytest
 
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 from maskray.pipeline.inputs.errors import DecodeError
 from maskray.pipeline.inputs.sampling import Sampling, plan_segments, sampled_frames
 from maskray.pipeline.inputs.video import VideoIndex, build_index, decode_segment

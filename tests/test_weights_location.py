@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from file_server import FileServer, closed_url
-from maskray.models.errors import UsageError, WeightsError
+from maskray.errors import UsageError, WeightsError
 from maskray.models.weight_files import URL_BASE_VARIABLE, coco_cache_dir, fetch_coco
 from maskray.models.weight_integrity import prefix_in_name
 from maskray.models.weights import load_weights

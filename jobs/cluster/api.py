@@ -26,7 +26,7 @@ from maskray.jobs.cluster.client import api_errors, connect, is_jobs_api_address
 from maskray.jobs.cluster.view import (
     FINGERPRINT_KEY, OUTPUT_KEY, VERSION_KEY, ClusterJob, format_table, output_progress,
 )
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 
 # Printed by the entrypoint when the job finished but some inputs were recorded as errors:
 # Ray then shows SUCCEEDED (the job did all it could), and `--wait` still exits 3.

@@ -13,7 +13,7 @@ import json
 import os
 from typing import Iterator, Optional
 
-from maskray.models.errors import MaskrayError, UsageError, first_line
+from maskray.errors import MaskrayError, UsageError, first_line
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 ADDRESS_VARIABLES = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from maskray.models.errors import MaskrayError, first_line
+from maskray.errors import MaskrayError, first_line
 from maskray.pipeline.text_table import text_table
 
 OUTPUT_KEY = "maskray.output"

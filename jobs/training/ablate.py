@@ -27,7 +27,7 @@ from maskray.jobs.training.ablation_summary import PAPER, format_summary, summar
 from maskray.jobs.training.synthetic import synthetic_dataset
 from maskray.jobs.training.train import TrainConfig, train
 from maskray.models.choices import MASK_HEADS, MASK_LOSSES, ROI_OPS
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 from maskray.models.specs import get_spec
 
 SWITCHES = {"roi-op": "roi_op", "mask-loss": "mask_loss", "mask-head": "mask_head", "backbone": "backbone"}

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 from maskray.pipeline.cityscapes.files import IMAGES, ground_truth_index
 from maskray.pipeline.cityscapes.ground_truth import instance_image
 from maskray.pipeline.cityscapes.labels import INSTANCE_LABELS, is_instance, label_of

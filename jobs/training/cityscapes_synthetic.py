@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 from maskray.pipeline.cityscapes import files
 from maskray.pipeline.cityscapes.ground_truth import instance_png_bytes
 from maskray.pipeline.cityscapes.labels import COLORS, HAS_INSTANCES, INSTANCE_ID_FACTOR, OFFICIAL_IDS

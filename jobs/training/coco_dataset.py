@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 from maskray.pipeline.inputs.errors import DecodeError
 from maskray.pipeline.inputs.video import build_index, decode_segment
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 from maskray.jobs.training.shapes import SyntheticSet, generate_shapes
 
 MARKER = "synthetic.json"

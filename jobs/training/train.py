@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from maskray.jobs.ray_local import ray_session
-from maskray.models.errors import MaskrayError, UsageError, first_line
+from maskray.errors import MaskrayError, UsageError, first_line
 from maskray.models.specs import get_spec
 from maskray.models.choices import BACKBONES, MASK_HEADS, MASK_LOSSES, ROI_OPS
 

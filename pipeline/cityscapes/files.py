@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 
 IMAGES = "leftImg8bit"
 GROUND_TRUTH = "gtFine"

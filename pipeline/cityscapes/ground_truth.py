@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 from maskray.pipeline.cityscapes.files import GroundTruthFiles
 
 

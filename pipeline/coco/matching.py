@@ -28,7 +28,7 @@ import posixpath
 import numpy as np
 from pycocotools import mask as coco_mask
 
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 from maskray.pipeline import storage
 
 FrameKey = tuple[str, int]

@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from maskray.models.errors import MaskrayError, UsageError, first_line
+from maskray.errors import MaskrayError, UsageError, first_line
 from maskray.pipeline.cityscapes import official
 from maskray.pipeline.export.cityscapes import export_cityscapes
 from maskray.pipeline.cityscapes.files import GroundTruthFiles, ground_truth_index

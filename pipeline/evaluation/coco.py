@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Optional
 
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 from maskray.pipeline.export.coco import coco_results
 from maskray.pipeline.coco.matching import load_ground_truth
 from maskray.pipeline.coco.scoring import coco_index, keypoint_category_ids, keypoint_count, score

@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Callable, Optional
 
-from maskray.models.errors import MaskrayError
+from maskray.errors import MaskrayError
 
 CHECK_S = 3.0
 # Under Ray's own limit (its driver quits without a word after 60 s without the GCS).

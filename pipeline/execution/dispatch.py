@@ -18,7 +18,7 @@ import time
 from collections import deque
 from typing import Optional
 
-from maskray.models.errors import MaskrayError
+from maskray.errors import MaskrayError
 from maskray.pipeline.execution.cluster_watch import NODE_LOST, ClusterWatch
 from maskray.pipeline.execution.replica import DRAINING, finishes_before
 from maskray.pipeline.execution.tasks import ShardTask, bisect

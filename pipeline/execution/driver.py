@@ -23,12 +23,12 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional, TextIO
 
-from maskray.models.errors import MaskrayError
+from maskray.errors import MaskrayError
 from maskray.pipeline.execution.autoscale_request import ResourceRequest
 from maskray.pipeline.execution.cluster_watch import exit_lost
 from maskray.pipeline.execution.dispatch import dispatch, pool_snapshot
-from maskray.pipeline.execution.indexing import ClusterRunner
-from maskray.pipeline.execution.job_manifest import job_manifest
+from maskray.pipeline.execution.planning_tasks import ClusterRunner
+from maskray.pipeline.execution.job_record import job_record
 from maskray.pipeline.execution.heartbeat import LEASE_TTL_S, Heartbeat
 from maskray.pipeline.execution.progress import Progress
 from maskray.pipeline.execution.startup import Once, list_sources
@@ -74,14 +74,14 @@ def run(spec, *, overwrite: bool = False, connect: Optional[Callable[[], None]] 
     connect = Once(weights.before(connect or (lambda: None)))
     media = list_sources(spec, connect, overwrite)  # UsageError for a missing or empty source
     sink = OutputSink(spec.output)
-    manifest = sink.on_write_start(
-        lambda previous: job_manifest(spec, previous, maskray_version),
+    job_record = sink.on_write_start(
+        lambda previous: job_record(spec, previous, maskray_version),
         overwrite=overwrite, sources=spec.sources, lease_ttl_s=LEASE_TTL_S,
     )
-    heartbeat = Heartbeat(sink, manifest["job_id"])
+    heartbeat = Heartbeat(sink, job_record["job_id"])
     try:
         heartbeat.start()
-        outcome = _run(spec, sink, media, manifest, heartbeat, connect, stream, terminal, weights)
+        outcome = _run(spec, sink, media, job_record, heartbeat, connect, stream, terminal, weights)
     except BaseException as error:
         if isinstance(error, KeyboardInterrupt):  # Ctrl-C: `status` says so, and how to go on
             heartbeat.stop("stopped", STOPPED_BY_USER)
@@ -96,33 +96,33 @@ def run(spec, *, overwrite: bool = False, connect: Optional[Callable[[], None]] 
     return outcome
 
 
-def _run(spec, sink: OutputSink, media, manifest, heartbeat: Heartbeat, connect, stream, terminal,
+def _run(spec, sink: OutputSink, media, job_record, heartbeat: Heartbeat, connect, stream, terminal,
          weights=None) -> JobOutcome:
     started = time.time()
     plan = committed = None
-    if manifest.get("plan_workers"):
+    if job_record.get("plan_workers"):
         # A re-run plans exactly as the first run did (automatic segment lengths depend on the
         # worker count; the same cut gives the same shard ids, so committed work is found).
         # With every index cached it plans here, reading no media, and needs no Ray at all
         # when every shard is committed.
-        plan = plan_from_cache(media, _settings(spec, media, manifest))
+        plan = plan_from_cache(media, _settings(spec, media, job_record))
         if plan is not None:
             committed = committed_in_plan(sink, {s.id for s in plan})
     if plan is None or len(covered_shards(committed.values())) < len(plan):
         heartbeat.phase = "starting workers"
         connect()
         workers, gpus_per_worker, cpus_per_worker = pool_size(spec)
-        if not manifest.get("plan_workers"):
-            manifest["plan_workers"] = workers  # before any commit: a resume cuts the same way
-            sink.write_job_manifest(manifest)
+        if not job_record.get("plan_workers"):
+            job_record["plan_workers"] = workers  # before any commit: a resume cuts the same way
+            sink.write_job_record(job_record)
     runner = ClusterRunner() if plan is None else None
-    source = CompletePlan(plan) if plan is not None else ShardStream(media, _settings(spec, media, manifest), runner)
+    source = CompletePlan(plan) if plan is not None else ShardStream(media, _settings(spec, media, job_record), runner)
     if committed is None:
         committed = sink.committed(repair=True)
     progress = Progress(None, None, stream=stream, terminal=terminal)
     if sink.repaired:
         progress.log(repair_line(sink.repaired, len(sink.redone)))
-    feed = PlanFeed(source, sink, manifest, committed, progress, started)
+    feed = PlanFeed(source, sink, job_record, committed, progress, started)
     pending = feed.take()
     heartbeat.rate = lambda: progress.rate
     if pending or not feed.done:
@@ -138,10 +138,10 @@ def _run(spec, sink: OutputSink, media, manifest, heartbeat: Heartbeat, connect,
         request = ResourceRequest(follow.bundle({}), spec.max_workers) if follow is not None else None
         try:
             heartbeat.phase = "loading the model"
-            manifest["weights_id"] = pool.wait_first()["weights_id"]  # the others join as they start
+            job_record["weights_id"] = pool.wait_first()["weights_id"]  # the others join as they start
             if runner is not None:
                 runner.replicas_started()
-            sink.write_job_manifest(manifest)
+            sink.write_job_record(job_record)
             pending += feed.take()  # planned while the model loaded
             so_far = "" if feed.done else " so far (planning goes on)"
             elastic = " (following the cluster)" if follow is not None else ""
@@ -150,7 +150,7 @@ def _run(spec, sink: OutputSink, media, manifest, heartbeat: Heartbeat, connect,
             progress.start_clock()
             dispatch(pool, feed, pending, committed, progress, heartbeat,
                      on_lost=exit_lost(lambda message: heartbeat.stop("failed", message)),
-                     request=request, metrics=_metrics(manifest["job_id"]))
+                     request=request, metrics=_metrics(job_record["job_id"]))
         finally:
             if request is not None:  # also on failure and Ctrl-C: no nodes held for nobody
                 request.clear()
@@ -167,7 +167,7 @@ def _run(spec, sink: OutputSink, media, manifest, heartbeat: Heartbeat, connect,
     stitch_job(spec.output, shards, {k: {"tracks": r.tracks} for k, r in committed.items() if r.tracks is not None})
     errors = sum(r.errors for r in committed.values())
     summary = {
-        "job_id": manifest["job_id"],
+        "job_id": job_record["job_id"],
         "shards": len(shards),
         "frames": sum(r.frames for r in committed.values()),
         "instances": sum(r.instances for r in committed.values()),
@@ -217,9 +217,9 @@ def _reconcile(sink: OutputSink, committed: dict) -> None:
             committed[shard_id] = record  # the same shard by another attempt: its files win
 
 
-def _settings(spec, media, manifest: dict) -> PlanSettings:
+def _settings(spec, media, job_record: dict) -> PlanSettings:
     """How this job cuts its inputs (the same listing and `plan_workers` give the same shards)."""
     sampling = Sampling(every=spec.every, fps=spec.fps, keyframes=bool(spec.keyframes))
     lookahead = HEAD_FRAMES if getattr(spec, "track", False) else 0
-    return plan_settings(media, sampling, spec.segment_seconds, int(manifest["plan_workers"]),
+    return plan_settings(media, sampling, spec.segment_seconds, int(job_record["plan_workers"]),
                          lookahead=lookahead, output=spec.output)

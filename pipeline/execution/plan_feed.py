@@ -20,10 +20,10 @@ from maskray.pipeline.output.sink import OutputSink
 
 
 class PlanFeed:
-    def __init__(self, stream, sink, manifest: dict, committed: dict, progress, started: float):
+    def __init__(self, stream, sink, job_record: dict, committed: dict, progress, started: float):
         """`stream`: a `ShardStream` (or anything with `poll(timeout)` and `done`);
         `committed`: this job's commit records, kept current (withdrawn ones leave it)."""
-        self.stream, self.sink, self.manifest = stream, sink, manifest
+        self.stream, self.sink, self.job_record = stream, sink, job_record
         self.committed, self.progress, self.started = committed, progress, started
         self.planned: list = []  # every shard planned so far: small descriptions only
         self.complete = False
@@ -64,8 +64,8 @@ class PlanFeed:
             self._withdraw(records)
         self._earlier.clear()
         frames = sum(s.expected_frames for s in self.planned)
-        self.manifest.update(shards=len(self.planned), frames=frames, planned_at=time.time())
-        self.sink.write_job_manifest(self.manifest)
+        self.job_record.update(shards=len(self.planned), frames=frames, planned_at=time.time())
+        self.sink.write_job_record(self.job_record)
         self.progress.set_totals(frames, len(self.planned))
         self.progress.log(f"planned {len(self.planned)} shards ({frames} frames) in"
                           f" {time.time() - self.started:.1f}s")

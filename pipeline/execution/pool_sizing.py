@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 
 
 @dataclass(frozen=True)

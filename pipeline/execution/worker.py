@@ -35,7 +35,7 @@ class ShardWorker:
 
     def __init__(self, predictor_config: dict, sink, batch_size: int, force_cpu: bool = False,
                  tracking: Optional[dict] = None, weights_data: Optional[bytes] = None):
-        from maskray.models.errors import MaskrayError
+        from maskray.errors import MaskrayError
         from maskray.models.predictor import Predictor, PredictorConfig
 
         self.gpu_ids = _assigned_gpu_ids()
@@ -171,7 +171,7 @@ def _segment_tracking(shard, settings: Optional[dict]):
     if settings is None or shard.kind != "video" or shard.planning_error:
         return None
     from maskray.pipeline.tracking.segment import SegmentTracking
-    from maskray.pipeline.tracking.tracker import TrackerConfig
+    from maskray.pipeline.tracking.settings import TrackerConfig
 
     return SegmentTracking(shard.id, shard.start_frame, shard.end_frame, TrackerConfig(**settings))
 

@@ -11,7 +11,7 @@ import statistics
 import time
 from typing import Callable, Optional
 
-from maskray.models.errors import MaskrayError, first_line
+from maskray.errors import MaskrayError, first_line
 from maskray.pipeline.execution.pool_sizing import alive_nodes
 from maskray.pipeline.execution.replica import DRAINING, IDLE, STARTING, Replica
 

@@ -28,7 +28,7 @@ import pyarrow.dataset as ds
 from PIL import Image
 
 from maskray.models import rle
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 from maskray.pipeline import storage
 from maskray.pipeline.cityscapes.files import core_name
 from maskray.pipeline.cityscapes.labels import LABEL_IDS

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from maskray.models.errors import UsageError, first_line
+from maskray.errors import UsageError, first_line
 from maskray.pipeline import storage
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 
 FORMATS = {
     "coco": "maskray.pipeline.export.coco:CocoExporter",

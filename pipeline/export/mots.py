@@ -13,7 +13,7 @@ import hashlib
 import posixpath
 from collections import defaultdict
 
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 from maskray.pipeline import storage
 from maskray.pipeline.export.exporter import Exporter
 from maskray.pipeline.export.stream import run_export

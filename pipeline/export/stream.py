@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 from maskray.models.specs import get_spec
 from maskray.pipeline.export.exporter import INSTANCE_COLUMNS, ExportContext, Exporter, Frame
 from maskray.pipeline.export.formats import exporter_class

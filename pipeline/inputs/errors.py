@@ -36,7 +36,7 @@ def missing_is_transient(error: BaseException) -> bool:
 
 def read_problem(error: BaseException) -> str:
     """What went wrong reading an input, in a user's words (not an exception's repr)."""
-    from maskray.models.errors import first_line
+    from maskray.errors import first_line
     from maskray.pipeline import storage
 
     if isinstance(error, DecodeError):

@@ -29,7 +29,7 @@ from typing import Iterator, Optional
 import numpy as np
 from PIL import Image, ImageSequence, TiffImagePlugin, UnidentifiedImageError
 
-from maskray.models.errors import first_line
+from maskray.errors import first_line
 from maskray.pipeline.inputs.errors import DecodeError
 from maskray.pipeline.inputs.png_strips import reduced_png
 

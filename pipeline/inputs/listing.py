@@ -16,7 +16,7 @@ import posixpath
 from dataclasses import dataclass
 from typing import Optional
 
-from maskray.models.errors import UsageError, first_line
+from maskray.errors import UsageError, first_line
 from maskray.pipeline import storage
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})

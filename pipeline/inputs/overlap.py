@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import Iterable
 
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 from maskray.pipeline import storage
 from maskray.pipeline.inputs.listing import output_skipped
 

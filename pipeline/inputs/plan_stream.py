@@ -2,7 +2,7 @@
 
 `ShardStream` hands out what needs no reading at once (image groups, bad inputs), and each
 video's segments as soon as that video's index arrives. Reading headers is the work of a
-`Runner`: Ray tasks on the cluster in a job (`execution/indexing.py`), threads here for
+`Runner`: Ray tasks on the cluster in a job (`execution/planning_tasks.py`), threads here for
 tools and tests (`ThreadRunner`). At most `runner.max_in_flight` files are being read at
 once, so a listing of millions of files never floods the runner; a video is one piece of
 work, GIF/TIFF files are counted in batches.

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 
 if TYPE_CHECKING:
     from maskray.pipeline.inputs.video import VideoIndex

@@ -20,7 +20,7 @@ from typing import BinaryIO, Iterator, Optional, Union
 import av
 import numpy as np
 
-from maskray.models.errors import first_line
+from maskray.errors import first_line
 from maskray.pipeline import storage
 from maskray.pipeline.inputs.errors import DecodeError, missing_is_transient, read_problem
 from maskray.pipeline.inputs.images import MAX_DECODE_PIXELS

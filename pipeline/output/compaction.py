@@ -29,12 +29,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from maskray.models.errors import UsageError, first_line
+from maskray.errors import UsageError, first_line
 from maskray.pipeline import storage
 from maskray.pipeline.output import commit_log, layout, sink
 from maskray.pipeline.output.layout import TABLE_NAMES
 from maskray.pipeline.output.lease import Lease
-from maskray.pipeline.output.log_writer import CommitLogWriter, delete_file
+from maskray.pipeline.output.commit_log_writer import CommitLogWriter, delete_file
 
 TARGET_BYTES = 128 * 2**20
 ROW_GROUP_ROWS = 65_536

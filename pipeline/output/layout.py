@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field, fields
 from fractions import Fraction
 from typing import Optional
 
-from maskray.models.errors import MaskrayError
+from maskray.errors import MaskrayError
 from maskray.pipeline import storage
 from maskray.pipeline.inputs.index_cache import INDEXES, video_index_uri  # noqa: F401 (OUT names)
 

@@ -30,7 +30,7 @@ import time
 import uuid
 from typing import Optional
 
-from maskray.models.errors import MaskrayError, UsageError
+from maskray.errors import MaskrayError, UsageError
 from maskray.pipeline import storage
 from maskray.pipeline.output.layout import DamagedOutputError, LeaseRecord, lease_uri, leases_uri
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from maskray.models.errors import first_line
+from maskray.errors import first_line
 from maskray.pipeline import storage
 from maskray.pipeline.output.layout import TABLE_NAMES, DamagedOutputError
 

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from maskray.models import rle
-from maskray.models.errors import MaskrayError, UsageError, first_line
+from maskray.errors import MaskrayError, UsageError, first_line
 from maskray.pipeline import storage
 from maskray.pipeline.output import commit_log, layout, part_check, sink
 from maskray.pipeline.output.commit_log import Committed

@@ -6,7 +6,7 @@ import json
 
 import pyarrow as pa
 
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 from maskray.pipeline.text_table import table_lines
 
 FORMATS = ("table", "csv", "json", "parquet")

@@ -1,13 +1,13 @@
 """The write lifecycle of one output, in the manner of Ray Data's `Datasink`.
 
     sink = OutputSink(output)
-    manifest = sink.on_write_start(make_manifest, overwrite=..., sources=...)   # driver
+    job_record = sink.on_write_start(make_job_record, overwrite=..., sources=...)   # driver
     writer = sink.shard_writer(shard_id, attempt, metadata)                   # worker, per shard
     writer.add(instances, frames); record = writer.commit(CommitRecord fields)
     sink.record(record)                                                         # driver, per commit
     sink.on_write_complete(summary) | sink.on_write_failed(error)             # driver
 
-The driver's sink folds the commit records into manifests (`log_writer.py`), so readers of a
+The driver's sink folds the commit records into manifests (`commit_log_writer.py`), so readers of a
 large job read a few files instead of one record per shard (`commit_log.py`).
 
 Every file is written whole (`storage.write_bytes_atomic`: local temp + rename, one PUT on
@@ -21,12 +21,12 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Optional
 
-from maskray.models.errors import MaskrayError, UsageError
+from maskray.errors import MaskrayError, UsageError
 from maskray.pipeline import storage
 from maskray.pipeline.output import commit_log, layout, part_check
 from maskray.pipeline.output.layout import CommitRecord, DamagedOutputError
 from maskray.pipeline.output.lease import Lease
-from maskray.pipeline.output.log_writer import CommitLogWriter, delete_file
+from maskray.pipeline.output.commit_log_writer import CommitLogWriter, delete_file
 from maskray.pipeline.output.shard_writer import ShardWriter
 from maskray.pipeline.output.track_table import video_key
 
@@ -52,11 +52,11 @@ class OutputSink:
                 "repaired": [], "redone": set()}
 
     # ---- driver: start ------------------------------------------------------------------------
-    def on_write_start(self, make_manifest: Callable[[Optional[dict]], dict], *, overwrite: bool,
+    def on_write_start(self, make_job_record: Callable[[Optional[dict]], dict], *, overwrite: bool,
                        sources: Iterable[str], lease_ttl_s: float) -> dict:
         """Take the lease, check or clear the previous job, write `_job.json`; returns it.
 
-        `make_manifest(previous)` builds the new manifest from the previous one (None when
+        `make_job_record(previous)` builds the new `_job.json` record from the previous one (None when
         there is none or it was overwritten); it raises UsageError for a different job.
         """
         if overwrite:
@@ -76,9 +76,9 @@ class OutputSink:
             if previous is not None and overwrite:
                 clear_output(self.output)
                 previous = None
-            manifest = make_manifest(previous)
-            self.job_id = manifest["job_id"]
-            write_job(self.output, manifest)
+            job_record = make_job_record(previous)
+            self.job_id = job_record["job_id"]
+            write_job(self.output, job_record)
             self.log = CommitLogWriter(self.output, self.job_id).open()
             _delete_file(layout.success_uri(self.output))
             self.lease.renew(self.job_id)
@@ -88,7 +88,7 @@ class OutputSink:
         except BaseException:
             self.lease.release()
             raise
-        return manifest
+        return job_record
 
     # ---- worker: one shard ------------------------------------------------------------------
     def shard_writer(self, shard_id: str, attempt: int, metadata: dict) -> ShardWriter:
@@ -149,8 +149,8 @@ class OutputSink:
             self.log = CommitLogWriter(self.output, self.job_id).open()
         return self.log
 
-    def write_job_manifest(self, manifest: dict) -> None:
-        write_job(self.output, manifest)
+    def write_job_record(self, job_record: dict) -> None:
+        write_job(self.output, job_record)
 
     def write_driver_state(self, state: dict) -> None:
         storage.write_bytes_atomic(layout.driver_uri(self.output), layout.dumps(state))
@@ -187,8 +187,8 @@ def read_job(output: str) -> Optional[dict]:
     return read_json(layout.job_uri(output))
 
 
-def write_job(output: str, manifest: dict) -> None:
-    storage.write_bytes_atomic(layout.job_uri(output), layout.dumps(manifest))
+def write_job(output: str, job_record: dict) -> None:
+    storage.write_bytes_atomic(layout.job_uri(output), layout.dumps(job_record))
 
 
 def read_driver_state(output: str) -> Optional[dict]:

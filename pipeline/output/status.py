@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Optional
 
-from maskray.models.errors import UsageError, first_line
+from maskray.errors import UsageError, first_line
 from maskray.pipeline.output import commit_log, layout, lease, part_check, sink
 
 

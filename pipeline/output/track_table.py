@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from maskray.pipeline import storage
-from maskray.models.errors import first_line
+from maskray.errors import first_line
 from maskray.pipeline.output.layout import DamagedOutputError, tracks_dir_uri
 
 TRACK_IDS_SCHEMA = pa.schema([

@@ -28,7 +28,7 @@ from typing import Optional
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from maskray.models.errors import UsageError, first_line
+from maskray.errors import UsageError, first_line
 from maskray.pipeline import storage
 from maskray.pipeline.output import commit_log, layout, part_check, sink
 from maskray.pipeline.output.commit_log import Committed

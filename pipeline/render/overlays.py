@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow.dataset as ds
 from PIL import Image
 
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 from maskray.pipeline import storage
 from maskray.pipeline.render.drawing import draw_instances
 from maskray.pipeline.inputs.errors import DecodeError

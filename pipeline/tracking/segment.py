@@ -13,7 +13,8 @@ import time
 import numpy as np
 
 from maskray.pipeline.tracking.stitch import SegmentTracks
-from maskray.pipeline.tracking.tracker import Detections, Tracker, TrackerConfig
+from maskray.pipeline.tracking.settings import TrackerConfig
+from maskray.pipeline.tracking.tracker import Detections, Tracker
 
 HEAD_FRAMES = 3  # frames of overlap between neighbouring segments
 

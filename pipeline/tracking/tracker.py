@@ -23,21 +23,7 @@ from typing import Optional, Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
-
-@dataclass(frozen=True)
-class TrackerConfig:
-    """The tracker's settings (the `--track-*` flags of `maskray submit`)."""
-
-    high_score: float = 0.7  # detections at or above this are matched first and may start tracks
-    match_iou: float = 0.3  # least similarity for a first-stage match
-    low_match_iou: float = 0.5  # least similarity for a second-stage (low-score) match
-    max_gap: int = 10  # frames a track survives without a detection
-    same_category: bool = True  # a track only takes detections of its own category
-
-    def to_dict(self) -> dict:
-        return {"high_score": self.high_score, "match_iou": self.match_iou,
-                "low_match_iou": self.low_match_iou, "max_gap": self.max_gap,
-                "same_category": self.same_category}
+from maskray.pipeline.tracking.settings import TrackerConfig
 
 
 @dataclass

@@ -26,7 +26,7 @@ from typing import Optional
 
 import pyarrow.dataset as ds
 
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 from maskray.pipeline import storage
 from maskray.pipeline.output import layout
 from maskray.pipeline.output.reader import Output, open_output, run_query

@@ -20,7 +20,7 @@ from typing import Callable, Optional
 from aiohttp import web
 
 from maskray.models.categories import COCO_SKELETON
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 from maskray.pipeline.render.drawing import PALETTE
 from maskray.pipeline.view.frames import FramePictures, SourceGone
 from maskray.pipeline.view.queries import GalleryFilter, ViewQueries

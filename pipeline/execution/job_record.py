@@ -11,10 +11,10 @@ import time
 import uuid
 from typing import Optional
 
-from maskray.models.errors import UsageError
+from maskray.errors import UsageError
 
 
-def job_manifest(spec, previous: Optional[dict], maskray_version: str) -> dict:
+def job_record(spec, previous: Optional[dict], maskray_version: str) -> dict:
     """The new `_job.json`: the same spec resumes (same job id); a different one is refused
     (`--overwrite` has already removed the previous job when asked)."""
     fingerprint = spec.fingerprint()
