@@ -3,6 +3,7 @@ pages hold exactly its instances, with masks; a source that is gone gives a note
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import subprocess
@@ -78,7 +79,10 @@ def test_pages_hold_the_outputs_instances_and_a_gone_source_gets_a_note(tmp_path
         frame = viewer.api("frame", source=str(tmp_path / "image0.png"), frame=0)
         assert [i["category"] for i in frame["instances"]] == ["car", "person"]
         status, body = viewer.get("/api/image", source=str(tmp_path / "image0.png"), frame=0)
-        assert status == 200 and body[:2] == b"\xff\xd8"  # a JPEG
+        assert status == 200 and body == (tmp_path / "image0.png").read_bytes()  # a plain image: sent as stored
+        status, body = viewer.get("/api/image", source=str(tmp_path / "image0.png"), frame=0, max=32)
+        assert status == 200 and body[:2] == b"\xff\xd8"  # a thumbnail: a JPEG
+        assert Image.open(io.BytesIO(body)).size == (32, 24)
         (tmp_path / "image1.png").unlink()
         status, body = viewer.get("/api/image", source=str(tmp_path / "image1.png"), frame=0)
         assert status == 404 and json.loads(body)["missing"] is True

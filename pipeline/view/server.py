@@ -120,10 +120,10 @@ def build_app(output_uri: str, token: str, cookie_name: str = "maskray_view") ->
         if crop is not None and len(crop) != 4:
             raise ValueError("crop is x1,y1,x2,y2")
         try:
-            data = await run(pictures.jpeg, source, _number(q, "frame", int) or 0, is_image, side, crop)
+            data, kind = await run(pictures.picture, source, _number(q, "frame", int) or 0, is_image, side, crop)
         except SourceGone as gone:
             return web.json_response({"error": str(gone), "missing": True}, status=404)
-        return web.Response(body=data, content_type="image/jpeg")
+        return web.Response(body=data, content_type=kind)
 
     app = web.Application(middlewares=[require_token, one_line_errors])
     app.router.add_get("/", page)
