@@ -74,14 +74,14 @@ def run(spec, *, overwrite: bool = False, connect: Optional[Callable[[], None]] 
     connect = Once(weights.before(connect or (lambda: None)))
     media = list_sources(spec, connect, overwrite)  # UsageError for a missing or empty source
     sink = OutputSink(spec.output)
-    job_record = sink.on_write_start(
+    record = sink.on_write_start(  # not `job_record`: that name is the function called here
         lambda previous: job_record(spec, previous, maskray_version),
         overwrite=overwrite, sources=spec.sources, lease_ttl_s=LEASE_TTL_S,
     )
-    heartbeat = Heartbeat(sink, job_record["job_id"])
+    heartbeat = Heartbeat(sink, record["job_id"])
     try:
         heartbeat.start()
-        outcome = _run(spec, sink, media, job_record, heartbeat, connect, stream, terminal, weights)
+        outcome = _run(spec, sink, media, record, heartbeat, connect, stream, terminal, weights)
     except BaseException as error:
         if isinstance(error, KeyboardInterrupt):  # Ctrl-C: `status` says so, and how to go on
             heartbeat.stop("stopped", STOPPED_BY_USER)
