@@ -5,10 +5,13 @@ a page reads a few dozen rows, never the whole table. Filter values are bound as
 parameters; the free `WHERE` text a user types is SQL by intent and runs under the lock-down
 (no file access, no extensions), so it can only read this output's tables.
 
-For speed, the connection keeps in memory a copy of both tables without the heavy columns
-(`mask_rle`, `keypoints`): pages are found there, and the masks of the few instances a page
-shows are then read from the Parquet parts with a filter on `source` and `frame`. A `WHERE`
-that names a heavy column runs over the parts instead (slower, same answer).
+For speed, the connection keeps in memory, per snapshot, a copy of both tables without the
+heavy columns (`mask_rle`, `keypoints`), the frames numbered in (source, frame) order (`fid`)
+and a per-frame summary (instance count, best score). The unfiltered gallery is a slice of
+that summary; a filter's frames are found once (a GROUP BY of its instances, in order) and
+kept, so the next pages of it are lookups. The masks of the few instances a page shows are
+then read from the parts holding their frames (`mask_reader.py`). A `WHERE` that names a
+heavy column runs over the parts instead (slower, same answer).
 
 While a job runs, the snapshot of committed shards is renewed at most every `REFRESH_S`
 seconds (longer when copying it takes long), so the pages follow the job; a finished job is
@@ -22,7 +25,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Optional
 
 from maskray.errors import UsageError
@@ -30,6 +33,7 @@ from maskray.pipeline import storage
 from maskray.pipeline.output import layout
 from maskray.pipeline.output.reader import Output, open_output, run_query
 from maskray.pipeline.output.status import output_status
+from maskray.pipeline.view.gallery_filter import GalleryFilter
 from maskray.pipeline.view.mask_reader import MaskReader
 
 REFRESH_S = 3.0
@@ -66,43 +70,6 @@ LIGHT_TABLES = (
 )
 FRAME_COLUMNS = "fid, source, frame, time, width, height, frame_shard"
 CACHED_ORDERS = 8  # filters whose whole ordered list of frames is kept, for paging on
-
-
-# The gallery's form filters, each one condition with its value bound by DuckDB.
-_FILTERS = (
-    ("category", "category = $category", str),  # by id when the name has one (see ViewQueries.gallery)
-    ("min_score", "score >= $min_score", float),
-    ("max_score", "score <= $max_score", float),
-    ("source", "source = $source", str),
-    ("track", "track_id = $track", int),
-)
-
-
-@dataclass(frozen=True)
-class GalleryFilter:
-    """A gallery's question: which instances count; frames holding one are shown."""
-
-    category: Optional[str] = None
-    min_score: Optional[float] = None
-    max_score: Optional[float] = None
-    source: Optional[str] = None
-    track: Optional[int] = None
-    where: Optional[str] = None  # free SQL over `instances`' columns
-    sort: str = "score"
-
-    def conditions(self) -> tuple[str, dict]:
-        """(the WHERE text, its parameters)."""
-        parts, params = ["TRUE"], {}
-        for name, condition, cast in _FILTERS:
-            value = getattr(self, name)
-            if value is not None and value != "":  # a filter not given (0 is a value)
-                parts.append(condition)
-                params[name] = cast(value)
-        if self.where and self.where.strip():
-            if ";" in self.where:
-                raise UsageError("the WHERE filter is one condition: no ';'")
-            parts.append(f"({self.where})")
-        return " AND ".join(parts), params
 
 
 class ViewQueries:

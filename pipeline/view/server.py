@@ -23,7 +23,8 @@ from maskray.models.categories import COCO_SKELETON
 from maskray.errors import UsageError
 from maskray.pipeline.render.drawing import PALETTE
 from maskray.pipeline.view.frames import FramePictures, SourceGone
-from maskray.pipeline.view.queries import GalleryFilter, ViewQueries
+from maskray.pipeline.view.gallery_filter import GalleryFilter
+from maskray.pipeline.view.queries import ViewQueries
 
 STATIC_FILES = {"index.html": "text/html", "app.js": "text/javascript", "masks.js": "text/javascript",
                 "style.css": "text/css"}
