@@ -108,3 +108,24 @@ def test_the_pages_follow_a_job_that_is_still_committing(tmp_path):
         assert len(viewer.api("gallery")["frames"]) == 2
     finally:
         viewer.close()
+
+
+def test_pages_stay_the_same_when_the_output_is_compacted_while_open(tmp_path):
+    """`maskray compact` merges the parts (and deletes the old ones) under an open viewer: the
+    next pages, masks included, are what they were."""
+    out = known_output(tmp_path)  # one part per image
+    viewer = Viewer(str(out))
+    try:
+        before = {"gallery": viewer.api("gallery"), "cars": viewer.api("gallery", category="car"),
+                  "frame": viewer.api("frame", source=str(tmp_path / "image0.png"), frame=0)}
+        assert all(i["mask_rle"] for f in before["gallery"]["frames"] for i in f["instances"])
+        old_parts = sorted((out / "instances").glob("*.parquet"))
+        done = subprocess.run([sys.executable, "-m", "maskray", "compact", str(out)], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert not any(part.exists() for part in old_parts)  # the parts the viewer had open are gone
+        after = {"gallery": viewer.api("gallery"), "cars": viewer.api("gallery", category="car"),
+                 "frame": viewer.api("frame", source=str(tmp_path / "image0.png"), frame=0)}
+        assert after == before
+    finally:
+        viewer.close()

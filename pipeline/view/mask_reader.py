@@ -78,24 +78,35 @@ class MaskReader:
         numbers = sorted({frame for _, frame, _ in frames})
         with self._lock:
             self._snapshot()
-            if self._connection is not None:
-                paths = sorted({self._paths_of_shard[shard] for _, _, shard in frames if shard in self._paths_of_shard})
-                if not paths:
-                    return {}
-                # Row groups are pruned on the lists' bounds; the pairs then pick the exact frames.
-                query = (f"SELECT source, frame, instance, {', '.join(columns)} FROM read_parquet($paths) "
-                         "WHERE source IN $sources AND frame IN $numbers "
-                         "AND struct_pack(s := source, f := frame) IN $pairs")
-                params = {"paths": paths, "sources": sources, "numbers": numbers,
-                          "pairs": [{"s": source, "f": frame} for source, frame, _ in frames]}
-                if self._shards is not None:  # a merged part also holds rows of shards not committed now
-                    query += " AND shard IN $shards"
-                    params["shards"] = sorted(self._shards)
-                rows = self._connection.execute(query, params).fetchall()
-            else:
-                wanted = {(source, frame) for source, frame, _ in frames}
-                table = self._dataset.to_table(columns=["source", "frame", "instance", *columns],
-                                               filter=ds.field("source").isin(sources) & ds.field("frame").isin(numbers))
-                rows = [row for row in zip(*(table.column(c).to_pylist() for c in table.column_names))
-                        if row[:2] in wanted]
+            generation = self._generation
+            try:
+                rows = self._rows(frames, columns, sources, numbers)
+            except (duckdb.IOException, duckdb.PermissionException, OSError):
+                # Compaction may have replaced this snapshot's parts: once more on the new one.
+                self.output.refresh()
+                self._snapshot()
+                if self._generation == generation:
+                    raise
+                rows = self._rows(frames, columns, sources, numbers)
         return {row[:3]: row[3:] for row in rows}
+
+    def _rows(self, frames: list[tuple[str, int, str]], columns: list[str], sources: list[str],
+              numbers: list[int]) -> list[tuple]:
+        if self._connection is None:
+            wanted = {(source, frame) for source, frame, _ in frames}
+            table = self._dataset.to_table(columns=["source", "frame", "instance", *columns],
+                                           filter=ds.field("source").isin(sources) & ds.field("frame").isin(numbers))
+            return [row for row in zip(*(table.column(c).to_pylist() for c in table.column_names))
+                    if row[:2] in wanted]
+        paths = sorted({self._paths_of_shard[shard] for _, _, shard in frames if shard in self._paths_of_shard})
+        if not paths:
+            return []
+        # Row groups are pruned on the frame numbers' bounds; the pairs then pick the exact frames.
+        query = (f"SELECT source, frame, instance, {', '.join(columns)} FROM read_parquet($paths) "
+                 "SEMI JOIN (SELECT unnest($pairs) AS page) ON source = page.s AND frame = page.f "
+                 "WHERE frame IN $numbers")
+        params = {"paths": paths, "numbers": numbers, "pairs": [{"s": source, "f": frame} for source, frame, _ in frames]}
+        if self._shards is not None:  # a merged part also holds rows of shards not committed now
+            query += " AND shard IN $shards"
+            params["shards"] = sorted(self._shards)
+        return self._connection.execute(query, params).fetchall()
