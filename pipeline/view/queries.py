@@ -69,7 +69,8 @@ LIGHT_TABLES = (
     "FROM light_instances i JOIN frame_ids k USING (fid) GROUP BY i.fid",
 )
 FRAME_COLUMNS = "fid, source, frame, time, width, height, frame_shard"
-CACHED_ORDERS = 8  # filters whose whole ordered list of frames is kept, for paging on
+CACHED_ORDERS = 8  # filters whose whole ordered list of frames is kept, for paging on,
+CACHED_ORDER_BYTES = 64 << 20  # and at most this much of them (12 bytes a frame)
 
 
 class ViewQueries:
@@ -219,7 +220,8 @@ class ViewQueries:
             ordered = (generation, rows["fid"].to_numpy(), rows["matches"].to_numpy(), rows["top_score"].to_numpy())
             with self._lock:
                 self._orders[key] = ordered
-                while len(self._orders) > CACHED_ORDERS:
+                while len(self._orders) > 1 and (len(self._orders) > CACHED_ORDERS or sum(
+                        sum(array.nbytes for array in kept[1:]) for kept in self._orders.values()) > CACHED_ORDER_BYTES):
                     self._orders.popitem(last=False)
         _, fids, matches, scores = ordered
         chosen = slice(offset, offset + count)
