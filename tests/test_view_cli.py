@@ -100,12 +100,17 @@ def test_the_pages_follow_a_job_that_is_still_committing(tmp_path):
     try:
         assert viewer.api("overview")["totals"]["frames"] == 1
         assert len(viewer.api("gallery")["frames"]) == 1
+        assert len(viewer.api("gallery", category="person")["frames"]) == 1  # a filter's frames, kept for paging
         write_shard(out, "s0001", frames[1:])  # a shard commits while the viewer is open
         deadline = time.monotonic() + 60
         while viewer.api("overview")["totals"]["frames"] != 2:
             assert time.monotonic() < deadline, "the viewer never saw the new commit"
             time.sleep(0.5)
         assert len(viewer.api("gallery")["frames"]) == 2
+        # The filter's kept frames belonged to the older snapshot: found anew, with the new frame.
+        persons = viewer.api("gallery", category="person")["frames"]
+        assert [Path(f["source"]).name for f in persons] == ["image1.png", "image0.png"]
+        assert all(i["mask_rle"] for f in persons for i in f["instances"])
     finally:
         viewer.close()
 

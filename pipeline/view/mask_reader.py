@@ -33,7 +33,7 @@ class MaskReader:
     def __init__(self, output: Output):
         self.output = output
         self._lock = threading.Lock()
-        self._generation: Optional[int] = None
+        self._committed = None  # the snapshot the connection or dataset covers
         self._connection = None
         self._dataset = None
         self._paths_of_shard: dict[str, str] = {}
@@ -41,8 +41,8 @@ class MaskReader:
 
     def _snapshot(self) -> None:
         """Follows the output's snapshot: parts change when shards commit or are compacted."""
-        committed = self.output.committed
-        if committed.generation == self._generation and (self._connection or self._dataset) is not None:
+        committed = self.output.committed  # a new object whenever the output is read anew
+        if committed is self._committed and (self._connection or self._dataset) is not None:
             return
         self.close()
         relative, self._shards = committed.part_paths("instances")
@@ -61,7 +61,7 @@ class MaskReader:
             self._connection = connection
         else:
             self._dataset = self.output.dataset("instances")
-        self._generation = committed.generation
+        self._committed = committed
 
     def close(self) -> None:
         if self._connection is not None:
@@ -78,14 +78,14 @@ class MaskReader:
         numbers = sorted({frame for _, frame, _ in frames})
         with self._lock:
             self._snapshot()
-            generation = self._generation
+            generation = self._committed.generation
             try:
                 rows = self._rows(frames, columns, sources, numbers)
             except (duckdb.IOException, duckdb.PermissionException, OSError):
                 # Compaction may have replaced this snapshot's parts: once more on the new one.
                 self.output.refresh()
                 self._snapshot()
-                if self._generation == generation:
+                if self._committed.generation == generation:
                     raise
                 rows = self._rows(frames, columns, sources, numbers)
         return {row[:3]: row[3:] for row in rows}
