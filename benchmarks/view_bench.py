@@ -157,6 +157,12 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def cpu_s(pid: int) -> float:
+    """CPU time (user + system, all threads) a process has used so far (Linux, in ticks of 10 ms)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def p95(values: list[float]) -> float:
     return float(np.percentile(values, 95))
 
@@ -171,6 +177,7 @@ def main(argv=None) -> None:
     parser.add_argument("--reuse", action="store_true", help="keep an output generated before")
     args = parser.parse_args(argv)
     out = Path(args.output)
+    load_at_start = os.getloadavg()
     started = time.monotonic()
     if not (args.reuse and storage.exists(layout.success_uri(str(out)))):
         generate(out, args.instances, args.images, args.frames_per_video)
@@ -189,22 +196,31 @@ def main(argv=None) -> None:
     try:
         get("/api/config")
         images = [s["source"] for s in get("/api/config")[1].json()["sources"] if s["is_image"]]
-        gallery, frame, picture, rss = [], [], [], []
+        gallery, first_of_filter, frame, picture, rss = [], [], [], [], []
+        cpu = {"gallery": 0.0, "frame": 0.0}  # the server's CPU seconds spent on each kind of page
+        seen = set()
         first_page = get("/api/gallery")[1].json()["frames"]
         for i in range(args.requests):
             filters = rng.choice([{}, {"category": rng.choice(CATEGORIES)}, {"min_score": 0.9},
                                   {"where": "mask_area > 20000"}, {"category": "car", "max_score": 0.5}])
-            elapsed, response = get("/api/gallery", page=rng.randrange(0, 50), sort=rng.choice(["score", "instances", "time"]),
-                                    **filters)
+            sort = rng.choice(["score", "instances", "time"])
+            used = cpu_s(process.pid)
+            elapsed, response = get("/api/gallery", page=rng.randrange(0, 50), sort=sort, **filters)
+            cpu["gallery"] += cpu_s(process.pid) - used
             gallery.append(elapsed)
+            if (sort, tuple(sorted(filters.items()))) not in seen:  # the server finds this filter's frames anew
+                seen.add((sort, tuple(sorted(filters.items()))))
+                first_of_filter.append(elapsed)
             shown = response.json()["frames"] or first_page
             chosen = rng.choice(shown)
             if rng.random() < 0.5 and images:  # an image with its picture, as the frame page loads both
                 chosen = {"source": rng.choice(images), "frame": 0}
+            used = cpu_s(process.pid)
             elapsed, _ = get("/api/frame", source=chosen["source"], frame=chosen["frame"])
             took, response = get("/api/image", source=chosen["source"], frame=chosen["frame"]) \
                 if chosen["source"] in images else (0.0, None)
             frame.append(elapsed + took)
+            cpu["frame"] += cpu_s(process.pid) - used
             if response is not None:
                 picture.append(took)
             if i % max(1, args.requests // 10) == 0 or i == args.requests - 1:
@@ -213,12 +229,17 @@ def main(argv=None) -> None:
         process.terminate()
         process.wait(timeout=30)
     print(f"gallery page (24 frames with masks' RLE): p50 {1000 * statistics.median(gallery):.0f} ms, "
-          f"p95 {1000 * p95(gallery):.0f} ms over {len(gallery)} requests")
+          f"p95 {1000 * p95(gallery):.0f} ms over {len(gallery)} requests; the first page of each filter and sort: "
+          f"p50 {1000 * statistics.median(first_of_filter):.0f} ms, max {1000 * max(first_of_filter):.0f} ms "
+          f"over {len(first_of_filter)}")
     print(f"frame page (JSON + picture): p50 {1000 * statistics.median(frame):.0f} ms, "
           f"p95 {1000 * p95(frame):.0f} ms over {len(frame)} requests "
           f"(picture alone: p95 {1000 * p95(picture or [0]):.0f} ms over {len(picture)})")
+    print(f"server CPU per page (mean): gallery {1000 * cpu['gallery'] / len(gallery):.0f} ms, "
+          f"frame {1000 * cpu['frame'] / len(frame):.0f} ms")
     print("server RSS (MiB) over the run: " + " ".join(f"{value:.0f}" for value in rss))
-    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
+          f"(at the start: {' '.join(f'{x:.2f}' for x in load_at_start)}) on {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ def find_chromium() -> Optional[str]:
 
 
 class Chromium:
-    """One headless browser with one page. `goto`, `evaluate`, `wait_for`, `screenshot`."""
+    """One headless browser with one page. `goto`, `evaluate`, `wait_for`, `mouse`, `screenshot`."""
 
     def __init__(self, width: int = 1400, height: int = 1000):
         executable = find_chromium()
@@ -127,6 +127,14 @@ class Chromium:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"waited {timeout}s for {expression}")
             time.sleep(0.1)
+
+    def mouse(self, kind: str, x: float, y: float) -> None:
+        """A real pointer event at viewport point (x, y): kind 'move' or 'click' (press and release)."""
+        if kind == "move":
+            self.send("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
+            return
+        for event in ("mousePressed", "mouseReleased"):
+            self.send("Input.dispatchMouseEvent", type=event, x=x, y=y, button="left", clickCount=1)
 
     def goto(self, url: str) -> None:
         self.send("Page.navigate", url=url)

@@ -1,12 +1,17 @@
-"""`query`, `status` and `export` read outputs without importing torch (or Ray): each runs in a
+"""`query`, `status`, `export` and `view` read outputs without importing torch (or Ray): each runs in a
 fresh interpreter, as a user runs it, and reports what it had imported when it exited."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 
 import pytest
 
@@ -68,3 +73,35 @@ def test_a_query_skips_reading_track_ids_only_when_it_cannot_see_them(query, nee
     from maskray.pipeline.output.reader import LOCKED_DOWN, needs_track_ids
 
     assert needs_track_ids(duckdb.connect(config=LOCKED_DOWN), query) is needs
+
+
+def test_view_serves_its_pages_without_torch_or_ray(output):
+    """The viewer's process, after serving every kind of page, has imported neither."""
+    process = subprocess.Popen([sys.executable, "-c", PROBE, "view", str(output / "out"), "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "PYTHONUNBUFFERED": "1"})
+    try:
+        url = None
+        for line in process.stdout:
+            found = re.search(r"open (http://\S+)", line)
+            if found:
+                url = found.group(1)
+                break
+        assert url, process.stderr.read()
+        base, token = url.split("/?token=")
+        source = str(output / "a.png")
+        for path, params in (("/", {}), ("/api/config", {}), ("/api/overview", {}), ("/api/gallery", {}),
+                             ("/api/gallery", {"where": "mask_area > 1"}), ("/api/frame", {"source": source, "frame": 0}),
+                             ("/api/track", {"source": source, "track": 0}), ("/api/image", {"source": source, "frame": 0})):
+            query = urllib.parse.urlencode(dict(params, token=token))
+            try:
+                urllib.request.urlopen(f"{base}{path}?{query}", timeout=60).read()
+            except urllib.error.HTTPError as error:
+                assert error.code == 404 and path == "/api/image", (path, error.code)  # a.png was never written
+        process.send_signal(signal.SIGINT)  # Ctrl+C: the command returns, the probe reports
+        _, errors = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert json.loads(errors.strip().splitlines()[-1]) == {"torch": False, "ray": False}

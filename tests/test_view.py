@@ -120,6 +120,14 @@ def interior_pixel(instance: dict, others: list[dict]) -> tuple[int, int]:
     return int(xs[best]), int(ys[best])
 
 
+def on_screen(browser: Chromium, x: int, y: int) -> tuple[float, float]:
+    """The viewport point (CSS pixels) showing frame pixel (x, y) of the frame page's canvas."""
+    left, top, scale = browser.evaluate(
+        "(() => { const c = document.getElementById('frame-canvas'); c.scrollIntoView();"
+        " const r = c.getBoundingClientRect(); return [r.left, r.top, r.width / c.width]; })()")
+    return left + (x + 0.5) * scale, top + (y + 0.5) * scale
+
+
 def canvas_pixel(browser: Chromium, x: int, y: int) -> np.ndarray:
     """The screen's colour at frame pixel (x, y) of the frame page's canvas (a real screenshot)."""
     box = browser.evaluate("(() => { const r = document.getElementById('frame-canvas').getBoundingClientRect();"
@@ -178,6 +186,115 @@ def test_a_video_page_steps_through_the_processed_frames(viewer, browser, demo_o
     tracked = browser.evaluate("[...document.querySelectorAll('#instances tr[data-instance] td:last-child')]"
                                ".filter(td => td.textContent !== '').length")
     assert tracked == instances  # the demo's video is tracked: every instance has its track id
+
+
+def shown_row(browser: Chromium) -> dict:
+    """The instance row the frame page shows (its "Instance" table), as {column: text}."""
+    return browser.evaluate("Object.fromEntries([...document.querySelectorAll('#instance-row tr')]"
+                            ".map(tr => [tr.cells[0].textContent, tr.cells[1].textContent]))")
+
+
+@needs_chromium
+def test_hovering_or_clicking_an_instance_shows_its_row(viewer, browser, demo_out):
+    output = open_output(str(demo_out))
+    rows = output.sql("SELECT * FROM instances WHERE time IS NULL ORDER BY mask_area DESC").to_pylist()
+    target = rows[0]
+    on_frame = [r for r in rows if (r["source"], r["frame"]) == (target["source"], target["frame"])]
+    others = [r for r in on_frame if r["instance"] != target["instance"]]
+    assert others, "the demo image should hold more than one instance"
+    x, y = interior_pixel(target, others)
+    open_page(browser, viewer, "#/frame?" + urllib.parse.urlencode({"source": target["source"], "frame": target["frame"]}))
+    browser.wait_for(f"document.getElementById('frame-canvas').dataset.drawn === '{target['frame']}'")
+    assert shown_row(browser) == {}  # nothing under the pointer yet
+
+    browser.mouse("move", *on_screen(browser, x, y))
+    row = browser.wait_for("document.querySelector('#instance-row table') && "
+                           "Object.fromEntries([...document.querySelectorAll('#instance-row tr')]"
+                           ".map(tr => [tr.cells[0].textContent, tr.cells[1].textContent]))")
+    assert row["instance"] == str(target["instance"]) and row["category"] == target["category"]
+    assert float(row["score"]) == pytest.approx(target["score"], abs=1e-3)
+    assert float(row["mask_area"]) == target["mask_area"]
+    # The instance's line in the list is lit.
+    assert browser.evaluate("[...document.querySelectorAll('#instances tr.hot')].map(tr => tr.dataset.instance)") \
+        == [str(target["instance"])]
+
+    # A click pins it: moving onto another instance leaves the pinned row shown.
+    browser.mouse("click", *on_screen(browser, x, y))
+    other = max(others, key=lambda r: r["mask_area"])
+    ox, oy = interior_pixel(other, [r for r in on_frame if r["instance"] != other["instance"]])
+    browser.mouse("move", *on_screen(browser, ox, oy))
+    assert shown_row(browser)["instance"] == str(target["instance"])
+    # Clicking the other one pins that one instead.
+    browser.mouse("click", *on_screen(browser, ox, oy))
+    row = shown_row(browser)
+    assert row["instance"] == str(other["instance"]) and row["category"] == other["category"]
+
+
+def video_rows(demo_out: Path) -> tuple[str, list[int], list[dict]]:
+    """The demo's video: its source, processed frames, and its instances (with track ids)."""
+    output = open_output(str(demo_out))
+    video = output.sql("SELECT source, list(frame ORDER BY frame) AS frames FROM frames "
+                       "WHERE time IS NOT NULL AND status = 'ok' GROUP BY 1").to_pylist()[0]
+    rows = output.sql("SELECT * FROM instances WHERE source = $s ORDER BY frame, instance",
+                      params={"s": video["source"]}).to_pylist()
+    return video["source"], video["frames"], rows
+
+
+@needs_chromium
+def test_clicking_a_tracked_instance_shows_its_strip_of_crops(viewer, browser, demo_out):
+    source, frames, rows = video_rows(demo_out)
+    first = [r for r in rows if r["frame"] == frames[0]]
+    target = max(first, key=lambda r: r["mask_area"])
+    assert target["track_id"] is not None
+    seen = [r["frame"] for r in rows if r["track_id"] == target["track_id"]]
+    x, y = interior_pixel(target, [r for r in first if r["instance"] != target["instance"]])
+    open_page(browser, viewer, "#/frame?" + urllib.parse.urlencode({"source": source, "frame": frames[0]}))
+    browser.wait_for(f"document.getElementById('frame-canvas').dataset.drawn === '{frames[0]}'")
+    assert browser.evaluate("document.querySelectorAll('#strip img').length") == 0
+
+    browser.mouse("click", *on_screen(browser, x, y))
+    assert shown_row(browser)["track_id"] == str(target["track_id"])
+    # One crop per frame the track was seen on (the demo's track is short), each a real picture.
+    browser.wait_for(f"document.querySelectorAll('#strip img').length === {len(seen)} && "
+                     "[...document.querySelectorAll('#strip img')].every(i => i.complete && i.naturalWidth > 0)")
+    caption = browser.evaluate("document.querySelector('#strip div').textContent")
+    assert caption == f"track {target['track_id']}: frames {seen[0]}–{seen[-1]}"
+    titles = browser.evaluate("[...document.querySelectorAll('#strip img')].map(i => i.title)")
+    assert [int(t.split(",")[0].removeprefix("frame ")) for t in titles] == seen
+    # A crop is the instance's box: about its shape, at most 96 pixels a side.
+    sizes = browser.evaluate("[...document.querySelectorAll('#strip img')].map(i => [i.naturalWidth, i.naturalHeight])")
+    box_w, box_h = round(target["x2"]) - round(target["x1"]), round(target["y2"]) - round(target["y1"])
+    assert max(sizes[0]) <= 96 and abs(sizes[0][0] / sizes[0][1] - box_w / box_h) < 0.25
+    # A crop links to its frame.
+    browser.evaluate("document.querySelectorAll('#strip img')[1].click()")
+    browser.wait_for(f"document.getElementById('frame-canvas') && "
+                     f"document.getElementById('frame-canvas').dataset.drawn === '{seen[1]}'")
+
+
+@needs_chromium
+def test_play_advances_through_the_videos_frames(viewer, browser, demo_out):
+    source, frames, _ = video_rows(demo_out)
+    assert len(frames) >= 4
+    open_page(browser, viewer, "#/frame?" + urllib.parse.urlencode({"source": source, "frame": frames[0]}))
+    browser.wait_for(f"document.getElementById('frame-canvas').dataset.drawn === '{frames[0]}'")
+    # Record every frame the page draws while it plays.
+    browser.evaluate("window.drawnFrames = []; window.watchFrames = setInterval(() => {"
+                     " const c = document.getElementById('frame-canvas');"
+                     " if (c && c.dataset.drawn && window.drawnFrames.at(-1) !== c.dataset.drawn)"
+                     " window.drawnFrames.push(c.dataset.drawn); }, 10)")
+    browser.evaluate("document.getElementById('play').click()")
+    browser.wait_for(f"document.getElementById('frame-canvas') && "
+                     f"document.getElementById('frame-canvas').dataset.drawn === '{frames[-1]}'")
+    drawn = [int(f) for f in browser.evaluate("window.drawnFrames")]
+    browser.evaluate("clearInterval(window.watchFrames)")
+    # Forwards, in order, ending on the last processed frame (a fast step may go unsampled).
+    assert drawn == sorted(drawn) and set(drawn) <= set(frames) and drawn[-1] == frames[-1] and len(drawn) >= 3
+    assert "pause" in browser.evaluate("document.getElementById('play').textContent")
+    # At the last frame it stops (nothing after it) and pausing leaves the frame shown.
+    browser.evaluate("document.getElementById('play').click()")
+    browser.wait_for("!location.hash.includes('play=1') && document.getElementById('play') && "
+                     "document.getElementById('play').textContent.includes('play')")
+    assert browser.evaluate("document.getElementById('frame-canvas').dataset.drawn") == str(frames[-1])
 
 
 def test_requests_without_the_token_are_refused(viewer, demo_out):

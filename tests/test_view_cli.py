@@ -3,6 +3,7 @@ pages hold exactly its instances, with masks; a source that is gone gives a note
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import subprocess
@@ -78,7 +79,10 @@ def test_pages_hold_the_outputs_instances_and_a_gone_source_gets_a_note(tmp_path
         frame = viewer.api("frame", source=str(tmp_path / "image0.png"), frame=0)
         assert [i["category"] for i in frame["instances"]] == ["car", "person"]
         status, body = viewer.get("/api/image", source=str(tmp_path / "image0.png"), frame=0)
-        assert status == 200 and body[:2] == b"\xff\xd8"  # a JPEG
+        assert status == 200 and body == (tmp_path / "image0.png").read_bytes()  # a plain image: sent as stored
+        status, body = viewer.get("/api/image", source=str(tmp_path / "image0.png"), frame=0, max=32)
+        assert status == 200 and body[:2] == b"\xff\xd8"  # a thumbnail: a JPEG
+        assert Image.open(io.BytesIO(body)).size == (32, 24)
         (tmp_path / "image1.png").unlink()
         status, body = viewer.get("/api/image", source=str(tmp_path / "image1.png"), frame=0)
         assert status == 404 and json.loads(body)["missing"] is True
@@ -96,11 +100,37 @@ def test_the_pages_follow_a_job_that_is_still_committing(tmp_path):
     try:
         assert viewer.api("overview")["totals"]["frames"] == 1
         assert len(viewer.api("gallery")["frames"]) == 1
+        assert len(viewer.api("gallery", category="person")["frames"]) == 1  # a filter's frames, kept for paging
         write_shard(out, "s0001", frames[1:])  # a shard commits while the viewer is open
         deadline = time.monotonic() + 60
         while viewer.api("overview")["totals"]["frames"] != 2:
             assert time.monotonic() < deadline, "the viewer never saw the new commit"
             time.sleep(0.5)
         assert len(viewer.api("gallery")["frames"]) == 2
+        # The filter's kept frames belonged to the older snapshot: found anew, with the new frame.
+        persons = viewer.api("gallery", category="person")["frames"]
+        assert [Path(f["source"]).name for f in persons] == ["image1.png", "image0.png"]
+        assert all(i["mask_rle"] for f in persons for i in f["instances"])
+    finally:
+        viewer.close()
+
+
+def test_pages_stay_the_same_when_the_output_is_compacted_while_open(tmp_path):
+    """`maskray compact` merges the parts (and deletes the old ones) under an open viewer: the
+    next pages, masks included, are what they were."""
+    out = known_output(tmp_path)  # one part per image
+    viewer = Viewer(str(out))
+    try:
+        before = {"gallery": viewer.api("gallery"), "cars": viewer.api("gallery", category="car"),
+                  "frame": viewer.api("frame", source=str(tmp_path / "image0.png"), frame=0)}
+        assert all(i["mask_rle"] for f in before["gallery"]["frames"] for i in f["instances"])
+        old_parts = sorted((out / "instances").glob("*.parquet"))
+        done = subprocess.run([sys.executable, "-m", "maskray", "compact", str(out)], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert not any(part.exists() for part in old_parts)  # the parts the viewer had open are gone
+        after = {"gallery": viewer.api("gallery"), "cars": viewer.api("gallery", category="car"),
+                 "frame": viewer.api("frame", source=str(tmp_path / "image0.png"), frame=0)}
+        assert after == before
     finally:
         viewer.close()

@@ -25,9 +25,11 @@ from maskray.pipeline.inputs.images import decode_image
 from maskray.pipeline.inputs.video import decode_segment
 
 READ_AHEAD = 8  # video frames decoded after the one asked for
-RGB_CACHE_BYTES = 256 << 20
-JPEG_CACHE_BYTES = 64 << 20
+RGB_CACHE_BYTES = 96 << 20  # decoded video frames (read ahead) and images
+JPEG_CACHE_BYTES = 32 << 20  # pictures as sent
 JPEG_QUALITY = 88
+_AS_STORED = {"JPEG": "image/jpeg", "PNG": "image/png"}
+_EXIF_ORIENTATION = 0x0112
 
 
 class SourceGone(Exception):
@@ -69,15 +71,54 @@ class FramePictures:
         self._indexes: dict[str, object] = {}
         self._lock = threading.Lock()
 
-    def jpeg(self, source: str, frame: int, is_image: bool, max_side: int = 0,
-             crop: Optional[tuple[float, float, float, float]] = None) -> bytes:
-        """The frame (or the `crop` box of it, in frame pixels) scaled so its longer side is
-        at most `max_side` (0: full size). Raises SourceGone."""
+    def picture(self, source: str, frame: int, is_image: bool, max_side: int = 0,
+                crop: Optional[tuple[float, float, float, float]] = None) -> tuple[bytes, str]:
+        """(bytes, content type) of the frame (or the `crop` box of it, in frame pixels) scaled
+        so its longer side is at most `max_side` (0: full size). Raises SourceGone."""
         key = (source, frame, max_side, crop)
         cached = self._jpeg.get(key)
         if cached is not None:
             return cached
-        rgb = self.rgb(source, frame, is_image)
+        served = self._image_as_stored(source, max_side) if is_image and crop is None else None
+        if served is None:
+            served = (self._encoded(self.rgb(source, frame, is_image), max_side, crop), "image/jpeg")
+        self._jpeg.put(key, served, len(served[0]))
+        return served
+
+    def _image_as_stored(self, source: str, max_side: int) -> Optional[tuple[bytes, str]]:
+        """An upright RGB or grey JPEG or PNG is sent as its file (the browser decodes it), or,
+        for a thumbnail of a JPEG, decoded at a fraction of its size (JPEG's DCT scaling) and
+        shrunk; None for anything else (EXIF-turned, with alpha, animated), which is decoded
+        as the job decoded it."""
+        data = self._read(source)
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                plain = (image.format in _AS_STORED and image.mode in ("RGB", "L")
+                         and getattr(image, "n_frames", 1) == 1 and image.getexif().get(_EXIF_ORIENTATION, 1) == 1)
+                if not plain:
+                    return None
+                if not max_side or max(image.size) <= max_side:
+                    return data, _AS_STORED[image.format]
+                if image.format != "JPEG":
+                    return None
+                scale = max_side / max(image.size)
+                size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+                image.draft("RGB", size)  # decodes at 1/2, 1/4 or 1/8 scale, still at least `size`
+                small = image.convert("RGB").resize(size, Image.BILINEAR)
+        except (OSError, ValueError, Image.DecompressionBombError):
+            return None  # let the job's decoder say what is wrong with it
+        buffer = io.BytesIO()
+        small.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+        return buffer.getvalue(), "image/jpeg"
+
+    def _read(self, source: str) -> bytes:
+        try:
+            return storage.read_bytes(source)
+        except (OSError, ValueError) as error:
+            raise SourceGone(f"cannot read {source}: {str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+
+    @staticmethod
+    def _encoded(rgb: np.ndarray, max_side: int, crop) -> bytes:
         picture = Image.fromarray(rgb)
         if crop is not None:
             x1, y1, x2, y2 = crop
@@ -88,9 +129,7 @@ class FramePictures:
                                      Image.BILINEAR)
         buffer = io.BytesIO()
         picture.save(buffer, format="JPEG", quality=JPEG_QUALITY)
-        data = buffer.getvalue()
-        self._jpeg.put(key, data, len(data))
-        return data
+        return buffer.getvalue()
 
     def rgb(self, source: str, frame: int, is_image: bool) -> np.ndarray:
         cached = self._rgb.get((source, frame))
@@ -98,7 +137,7 @@ class FramePictures:
             return cached
         try:
             if is_image:
-                rgb = decode_image(storage.read_bytes(source))
+                rgb = decode_image(self._read(source))
                 self._rgb.put((source, frame), rgb, rgb.nbytes)
                 return rgb
             return self._video_frame(source, frame)

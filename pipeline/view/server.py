@@ -23,7 +23,8 @@ from maskray.models.categories import COCO_SKELETON
 from maskray.errors import UsageError
 from maskray.pipeline.render.drawing import PALETTE
 from maskray.pipeline.view.frames import FramePictures, SourceGone
-from maskray.pipeline.view.queries import GalleryFilter, ViewQueries
+from maskray.pipeline.view.gallery_filter import GalleryFilter
+from maskray.pipeline.view.queries import ViewQueries
 
 STATIC_FILES = {"index.html": "text/html", "app.js": "text/javascript", "masks.js": "text/javascript",
                 "style.css": "text/css"}
@@ -120,10 +121,10 @@ def build_app(output_uri: str, token: str, cookie_name: str = "maskray_view") ->
         if crop is not None and len(crop) != 4:
             raise ValueError("crop is x1,y1,x2,y2")
         try:
-            data = await run(pictures.jpeg, source, _number(q, "frame", int) or 0, is_image, side, crop)
+            data, kind = await run(pictures.picture, source, _number(q, "frame", int) or 0, is_image, side, crop)
         except SourceGone as gone:
             return web.json_response({"error": str(gone), "missing": True}, status=404)
-        return web.Response(body=data, content_type="image/jpeg")
+        return web.Response(body=data, content_type=kind)
 
     app = web.Application(middlewares=[require_token, one_line_errors])
     app.router.add_get("/", page)
