@@ -1,8 +1,8 @@
 """`maskray retrack OUT`: a finished job's track ids made again from what it stored, with other
 tracker settings, without the model and without Ray; readers never see a mix of old and new.
 
-One finished job per module (the shipped demo model on a shapes video cut into 3 segments of
-1 s, plus one image), copied for each test that changes it."""
+One finished job per module (the shipped demo model on two shapes videos, each cut into 3
+segments of 1 s, and an image), copied for each test that changes it."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ STRICT = {"match_iou": 0.95}
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
-    return generate_shapes(tmp_path_factory.mktemp("shapes"), images=1, videos=1, frames=75, fps=25, seed=7)
+    return generate_shapes(tmp_path_factory.mktemp("shapes"), images=1, videos=2, frames=75, fps=25, seed=7)
 
 
 @pytest.fixture(scope="module")
@@ -55,15 +55,16 @@ def out(finished, tmp_path):
 
 
 def ids(output) -> dict:
-    """{(frame, instance): track_id} of the video's instances, as a query reads them."""
-    rows = open_output(str(output)).sql("SELECT frame, instance, track_id FROM instances"
+    """{(source, frame, instance): track_id} of the videos' instances, as a query reads them."""
+    rows = open_output(str(output)).sql("SELECT source, frame, instance, track_id FROM instances"
                                         " WHERE source LIKE '%.mp4'").to_pylist()
     assert rows
-    return {(r["frame"], r["instance"]): r["track_id"] for r in rows}
+    return {(r["source"].rsplit("/", 1)[-1], r["frame"], r["instance"]): r["track_id"] for r in rows}
 
 
 def partition(track_ids: dict) -> frozenset:
-    """The tracks as sets of (frame, instance): what a set of ids means, whatever the numbers."""
+    """The tracks as sets of (source, frame, instance): what the ids mean, whatever the numbers
+    (with two videos, a reader that took one video's ids from each generation shows here)."""
     tracks = defaultdict(set)
     for key, track_id in track_ids.items():
         assert track_id is not None
@@ -100,7 +101,7 @@ def test_retrack_with_the_jobs_settings_gives_its_ids_without_ray_or_model(out):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "LOADED \n" in done.stdout or done.stdout.rstrip().endswith("LOADED"), done.stdout  # nothing heavy
-    assert "retracked 1 videos with the defaults" in done.stdout
+    assert "retracked 2 videos with the defaults" in done.stdout
     assert ids(out) == before  # the same settings, the same cut and lookahead: the job's own ids
     tracks = job_file(out)["tracks"]
     assert tracks["tracker"] == {} and tracks["dir"] == "retracks/000001"
@@ -113,8 +114,10 @@ def test_strict_match_iou_gives_more_tracks_and_the_record_says_so(out):
     assert shown.returncode == 0, shown.stderr
     strict = ids(out)
     assert set(strict) == set(before)
-    assert len(set(strict.values())) > len(set(before.values()))
-    assert sorted(set(strict.values())) == list(range(1, len(set(strict.values())) + 1))
+    assert len(partition(strict)) > len(partition(before))
+    for video in {source for source, _, _ in strict}:  # each video's ids: 1, 2, ... by first sight
+        numbers = sorted({i for (source, _, _), i in strict.items() if source == video})
+        assert numbers == list(range(1, len(numbers) + 1))
     assert job_file(out)["tracks"]["tracker"] == STRICT
     status = run_cli("status", out)
     assert "match_iou=0.95" in status.stdout, status.stdout
