@@ -68,7 +68,7 @@ def partition(track_ids: dict) -> frozenset:
     tracks = defaultdict(set)
     for key, track_id in track_ids.items():
         assert track_id is not None
-        tracks[track_id].add(key)
+        tracks[(key[0], track_id)].add(key)  # ids are numbered per video
     return frozenset(frozenset(members) for members in tracks.values())
 
 
@@ -115,6 +115,7 @@ def test_strict_match_iou_gives_more_tracks_and_the_record_says_so(out):
     strict = ids(out)
     assert set(strict) == set(before)
     assert len(partition(strict)) > len(partition(before))
+    assert f"{len(partition(before))} tracks -> {len(partition(strict))}" in shown.stdout
     for video in {source for source, _, _ in strict}:  # each video's ids: 1, 2, ... by first sight
         numbers = sorted({i for (source, _, _), i in strict.items() if source == video})
         assert numbers == list(range(1, len(numbers) + 1))
@@ -233,3 +234,36 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(out, finished, tmp_pat
             assert files(folder) == before
         else:
             assert not (tmp_path / "missing").exists()
+
+
+@pytest.mark.ray
+def test_overwrite_removes_the_retracked_ids_too(out):
+    retrack(str(out), STRICT)
+    retrack(str(out), {"match_iou": 0.3})
+    assert len(list((out / "retracks").rglob("*.parquet"))) == 4  # two generations of two videos
+    (out / "retracks" / "000002" / "notes.txt").write_text("mine")  # not maskray's: stays
+    sink.clear_output(str(out))  # what `submit --overwrite` does before the new job
+    assert [p.name for p in (out / "retracks").rglob("*") if p.is_file()] == ["notes.txt"]
+    assert not (out / "_job.json").exists()
+
+
+def test_stored_embeddings_reach_the_tracker_where_the_job_kept_them():
+    """The optional `embedding` column (fixed-size float16 lists) becomes (N, D) float32 for the
+    tracker; a frame with an instance lacking one is tracked without appearance."""
+    import numpy as np
+    import pyarrow as pa
+
+    from maskray.pipeline.tracking.stored_frames import _prediction
+
+    vectors = np.array([[0.6, 0.8, 0.0], [0.0, 0.0, 1.0]], dtype=np.float16)
+    columns = {"shard": ["s", "s"], "frame": [4, 4], "instance": [0, 1], "category_id": [1, 2],
+               "score": pa.array([0.9, 0.4], pa.float32()), "x1": [1.0, 5.0], "y1": [2.0, 6.0],
+               "x2": [3.0, 7.0], "y2": [4.0, 8.0], "mask_rle": ["a", "b"], "width": [8, 8], "height": [9, 9]}
+    kept = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float16()), 3)
+    frame = _prediction(pa.table({**columns, "embedding": kept}))
+    assert frame.embeddings.dtype == np.float32 and frame.embeddings.shape == (2, 3)
+    assert np.array_equal(frame.embeddings, vectors.astype(np.float32))
+    assert frame.boxes.tolist() == [[1, 2, 3, 4], [5, 6, 7, 8]] and (frame.height, frame.width) == (9, 8)
+    one_missing = pa.array([vectors[0].tolist(), None], pa.list_(pa.float16(), 3))
+    assert _prediction(pa.table({**columns, "embedding": one_missing})).embeddings is None
+    assert _prediction(pa.table(columns)).embeddings is None

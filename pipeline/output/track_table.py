@@ -21,7 +21,8 @@ import pyarrow.parquet as pq
 
 from maskray.pipeline import storage
 from maskray.errors import first_line
-from maskray.pipeline.output.layout import DamagedOutputError, is_retrack_dir_name, tracks_dir_uri
+from maskray.pipeline.output.commit_log_writer import delete_file
+from maskray.pipeline.output.layout import RETRACKS_DIR, DamagedOutputError, is_retrack_dir_name, tracks_dir_uri
 
 TRACK_IDS_SCHEMA = pa.schema([
     pa.field("shard", pa.string(), nullable=False),
@@ -119,3 +120,29 @@ def read_track_ids(output: str, committed_shards, generation_dir: Optional[str] 
     if not tables:
         return (INSTANCE_TRACK_IDS_SCHEMA if generation_dir else TRACK_IDS_SCHEMA).empty_table()
     return pa.concat_tables(tables)
+
+
+def delete_generations(output: str, keep=frozenset()) -> None:
+    """Delete the track files of retrack generations other than `keep` (folders relative to
+    OUT); only files of maskray's own names in its own folders."""
+    try:
+        found = storage.list_files(storage.join(output, RETRACKS_DIR))
+    except FileNotFoundError:
+        return
+    for uri, _ in found:
+        folder, name = uri.rsplit("/", 2)[-2:]
+        relative = f"{RETRACKS_DIR}/{folder}"
+        if is_retrack_dir_name(relative) and relative not in keep \
+                and name.startswith("vid-") and name.endswith(".parquet"):
+            delete_file(uri)
+            if storage.is_local(uri):
+                _remove_empty_folder(uri.rsplit("/", 1)[0])
+
+
+def _remove_empty_folder(folder: str) -> None:
+    import os
+
+    try:
+        os.rmdir(folder)
+    except OSError:
+        pass  # not empty (a file someone else put there), or gone

@@ -29,10 +29,9 @@ import pyarrow as pa
 from maskray.errors import UsageError, first_line
 from maskray.pipeline import storage
 from maskray.pipeline.output import layout, sink
-from maskray.pipeline.output.commit_log_writer import delete_file
 from maskray.pipeline.output.lease import Lease
 from maskray.pipeline.output.reader import Output
-from maskray.pipeline.output.track_table import write_instance_track_ids
+from maskray.pipeline.output.track_table import delete_generations, write_instance_track_ids
 from maskray.pipeline.tracking.segment import HEAD_FRAMES, SegmentTracking
 from maskray.pipeline.tracking.settings import TrackerConfig, check_settings
 from maskray.pipeline.tracking.stitch import SegmentTracks, assign_track_ids
@@ -84,7 +83,7 @@ def retrack(output: str, changes: dict) -> Retrack:
         videos, left_out = videos_of(reader.commits)
         if not videos:
             raise UsageError(f"job {job['job_id']} in {output} has no videos to track")
-        before = reader.sql("SELECT count(DISTINCT track_id) AS n FROM instances").column("n")[0].as_py()
+        before = _count_tracks(reader)
         previous = job.get("tracks") or {}
         generation = int(previous.get("generation", 0)) + 1
         folder = layout.retrack_dir_name(generation)
@@ -100,8 +99,8 @@ def retrack(output: str, changes: dict) -> Retrack:
                          "tracker": config.changed(), "made_by": "maskray retrack",
                          "made_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         sink.write_job(output, job)  # the switch: readers now open the new generation
-        _delete_older(output, keep={folder, previous.get("dir")})
-        after = Output(output).sql("SELECT count(DISTINCT track_id) AS n FROM instances").column("n")[0].as_py()
+        delete_generations(output, keep={folder, previous.get("dir")})
+        after = _count_tracks(Output(output))
         return Retrack(output, generation, config.changed(), len(videos), before, after, left_out)
     finally:
         lease.release()
@@ -132,6 +131,13 @@ def track_video(reader: Output, segments: list, config: TrackerConfig) -> pa.Tab
                      "track_id": pa.array([ids[k] for k in zip(rows["shard"], rows["track"])], pa.int64())})
 
 
+def _count_tracks(reader: Output) -> int:
+    """Tracks in all videos (ids are numbered per video)."""
+    counted = reader.sql("SELECT count(*) AS n FROM (SELECT DISTINCT source, track_id FROM instances"
+                         " WHERE track_id IS NOT NULL)")
+    return int(counted.column("n")[0].as_py())
+
+
 def _read_job(output: str) -> dict:
     try:
         job = sink.read_job(output)
@@ -140,28 +146,3 @@ def _read_job(output: str) -> dict:
     if job is None or not job.get("job_id"):
         raise UsageError(f"no maskray job in {output} (no {layout.JOB_FILE})")
     return job
-
-
-def _delete_older(output: str, keep: set) -> None:
-    """Delete the track files of generations other than `keep` (only maskray's own names)."""
-    try:
-        found = storage.list_files(storage.join(output, layout.RETRACKS_DIR))
-    except FileNotFoundError:
-        return
-    for uri, _ in found:
-        folder, name = uri.rsplit("/", 2)[-2:]
-        relative = f"{layout.RETRACKS_DIR}/{folder}"
-        if layout.is_retrack_dir_name(relative) and relative not in keep \
-                and name.startswith("vid-") and name.endswith(".parquet"):
-            delete_file(uri)
-            _remove_empty_folder(uri.rsplit("/", 1)[0])
-
-
-def _remove_empty_folder(folder: str) -> None:
-    if storage.is_local(folder):
-        import os
-
-        try:
-            os.rmdir(storage.canonical(folder))
-        except OSError:
-            pass  # not empty (a file someone else put there), or gone
