@@ -10,7 +10,7 @@ from maskray.commands.tracker_options import tracker_options
 
 @click.command("retrack")
 @click.argument("output")
-@tracker_options
+@tracker_options(keep_current=True)
 @click.pass_context
 def retrack_command(ctx, output, **options):
     """Recompute the track ids of a finished job in OUTPUT with new --track-* settings.

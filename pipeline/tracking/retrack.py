@@ -126,9 +126,13 @@ def track_video(reader: Output, segments: list, config: TrackerConfig) -> pa.Tab
                 rows["track"] += [int(n) for n in numbers]
         summaries.append(SegmentTracks.from_dict(segment.shard, tracking.record()))
     ids = {(shard, track): track_id for shard, track, track_id in assign_track_ids(summaries)}
-    return pa.table({"shard": rows["shard"], "frame": pa.array(rows["frame"], pa.int64()),
-                     "instance": pa.array(rows["instance"], pa.int32()),
-                     "track_id": pa.array([ids[k] for k in zip(rows["shard"], rows["track"])], pa.int64())})
+    # An instance whose track stitching does not know (none, or one never confirmed) gets no row:
+    # its track_id reads as null, as in the job.
+    known = [i for i, key in enumerate(zip(rows["shard"], rows["track"])) if key in ids]
+    return pa.table({"shard": [rows["shard"][i] for i in known],
+                     "frame": pa.array([rows["frame"][i] for i in known], pa.int64()),
+                     "instance": pa.array([rows["instance"][i] for i in known], pa.int32()),
+                     "track_id": pa.array([ids[(rows["shard"][i], rows["track"][i])] for i in known], pa.int64())})
 
 
 def _count_tracks(reader: Output) -> int:
