@@ -14,7 +14,7 @@ import traceback
 
 import click
 
-from maskray.commands import models, results, run, training, view
+from maskray.commands import models, results, retrack, run, training, view
 from maskray.errors import MaskrayError
 
 
@@ -48,7 +48,7 @@ def cli(debug):
 for _command in (models.models_command,
                  run.submit_command, run.status_command, run.jobs_command, run.logs_command, run.cancel_command,
                  results.query_command, results.export_command, results.eval_command, results.render_command,
-                 results.compact_command, results.verify_command, view.view_command,
+                 results.compact_command, results.verify_command, retrack.retrack_command, view.view_command,
                  training.train_command, training.ablate_command, training.demo_command):
     cli.add_command(_command)
 

@@ -8,16 +8,21 @@ import click
 from maskray.pipeline.tracking.settings import flag_name, settings_table
 
 
-def tracker_options(command):
-    """Add one `--track-<name>` option per tracker setting (booleans as `--track-x/--no-track-x`)."""
+def tracker_options(command=None, *, keep_current: bool = False):
+    """Add one `--track-<name>` option per tracker setting (booleans as `--track-x/--no-track-x`).
+
+    keep_current (`retrack`): a flag not given keeps the value that made the current tracks, so
+    the help names the default instead of showing it as what an absent flag means."""
+    if command is None:
+        return lambda decorated: tracker_options(decorated, keep_current=keep_current)
     for name, kind, default, help_text in reversed(settings_table()):
         flag = flag_name(name)
+        shown = dict(show_default=False, help=f"Tracker: {help_text} (default: as the current tracks; {default} in a"
+                     " new job).") if keep_current else dict(show_default=True, help=f"Tracker: {help_text}.")
         if kind is bool:
-            option = click.option(f"{flag}/--no-{flag[2:]}", f"track_{name}", default=default,
-                                  show_default=True, help=f"Tracker: {help_text}.")
+            option = click.option(f"{flag}/--no-{flag[2:]}", f"track_{name}", default=default, **shown)
         else:
-            option = click.option(flag, f"track_{name}", type=kind, default=default, show_default=True,
-                                  help=f"Tracker: {help_text}.")
+            option = click.option(flag, f"track_{name}", type=kind, default=default, **shown)
         command = option(command)
     return command
 

@@ -38,7 +38,8 @@ def job_record(spec, previous: Optional[dict], maskray_version: str) -> dict:
         "created": previous.get("created") if job_id else _now(),
     }
     if job_id:  # resuming: keep what the first run learnt (its plan, the weights it loaded)
-        for key in ("plan_workers", "weights_id"):
+        # and the track ids `maskray retrack` made (`tracks`: their generation and settings).
+        for key in ("plan_workers", "weights_id", "tracks"):
             if previous.get(key):
                 manifest[key] = previous[key]
     return manifest

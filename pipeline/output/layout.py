@@ -11,6 +11,7 @@
     OUT/_driver.json                         the driver's state and heartbeat (for `maskray status`)
     OUT/_leases/<owner>.json                 one per driver that holds (or tries to hold) OUT
     OUT/tracks/<video>.parquet               a video's track ids: (shard, track) -> track_id, after stitching
+    OUT/retracks/<generation>/<video>.parquet the same, made by `maskray retrack` (`_job.json` names the current one)
     OUT/_index/<key>.npz                     video frame indexes, cached (key: source uri, size, mtime)
 
 Part names are unique per attempt, so a late (zombie) attempt can never overwrite the files of
@@ -43,6 +44,7 @@ JOB_FILE = "_job.json"
 SUCCESS_FILE = "_SUCCESS"
 DRIVER_FILE = "_driver.json"
 TRACKS_DIR = "tracks"
+RETRACKS_DIR = "retracks"
 JOB_FILES = (SUCCESS_FILE, DRIVER_FILE, JOB_FILE)  # maskray's own files at OUT's root
 _COMPACTED = "compacted-"
 
@@ -112,6 +114,16 @@ def track_ids_uri(output: str, video_key: str) -> str:
 
 def tracks_dir_uri(output: str) -> str:
     return storage.join(output, TRACKS_DIR)
+
+
+def retrack_dir_name(generation: int) -> str:
+    """A retrack generation's folder relative to OUT (generations only grow: never reused)."""
+    return f"{RETRACKS_DIR}/{generation:06d}"
+
+
+def is_retrack_dir_name(relative: str) -> bool:
+    head, _, number = str(relative).partition("/")
+    return head == RETRACKS_DIR and len(number) == 6 and number.isdigit()
 
 
 def is_commit_file(uri: str) -> bool:

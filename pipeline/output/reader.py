@@ -31,7 +31,7 @@ from maskray.pipeline.output import commit_log, layout, part_check, sink
 from maskray.pipeline.output.commit_log import Committed
 from maskray.pipeline.output.layout import CommitRecord
 from maskray.pipeline.output.schema import FRAMES_SCHEMA, INSTANCES_SCHEMA
-from maskray.pipeline.output.track_table import read_track_ids
+from maskray.pipeline.output.track_table import current_tracks_dir, join_keys, read_track_ids
 
 TABLE_SCHEMAS = {"instances": INSTANCES_SCHEMA, "frames": FRAMES_SCHEMA}
 # What `instances` shows in SQL: the parts' columns, with the segment-local `track` number
@@ -125,15 +125,23 @@ class Output:
 
     @cached_property
     def track_ids(self) -> pa.Table:
-        """(shard, track, track_id) of the stitched videos whose segments are all committed."""
-        return read_track_ids(self.uri, self.committed_shards())
+        """(shard, track, track_id) of the stitched videos whose segments are all committed,
+        from the one generation `_job.json` names (`maskray retrack`), read whole: never a mix."""
+        job = self.job
+        for _ in range(5):
+            try:
+                return read_track_ids(self.uri, self.committed_shards(), current_tracks_dir(job))
+            except FileNotFoundError:  # a later retrack removed that generation: take the current one
+                job = sink.read_job(self.uri) or {}
+        raise layout.DamagedOutputError(f"the track ids {current_tracks_dir(job)} that {layout.job_uri(self.uri)}"
+                                        " names are missing; run `maskray retrack` again")
 
     def instances_table(self, columns: Optional[list[str]] = None, filter=None) -> pa.Table:
         """Committed instances as a table, with `track_id` (null where there is none)."""
         wanted = [c for c in (columns or INSTANCES_COLUMNS) if c != "track_id"]
         dataset = self.instances()
         has_track = "track" in dataset.schema.names
-        read = wanted + [c for c in ("shard", "track") if has_track and c not in wanted]
+        read = wanted + [c for c in ("shard", "track", "frame", "instance") if has_track and c not in wanted]
         with self._reading():
             table = dataset.to_table(columns=read, filter=filter)
         if columns is not None and "track_id" not in columns:
@@ -143,11 +151,13 @@ class Output:
     def attach_track_ids(self, table: pa.Table) -> pa.Table:
         """`table` (instance rows, with `shard` and `track` where the job tracked) with a
         `track_id` column appended (null where there is none)."""
-        if "track" not in table.column_names or not self.track_ids.num_rows:
+        names = join_keys(self.track_ids)
+        if "track" not in table.column_names or not self.track_ids.num_rows \
+                or any(n not in table.column_names for n in names):
             return table.append_column("track_id", pa.nulls(table.num_rows, pa.int64()))
         # A lookup rather than Table.join, which cannot carry list columns (keypoints).
         def keys(t):
-            return pc.binary_join_element_wise(t["shard"], pc.cast(t["track"], pa.string()), ":")
+            return pc.binary_join_element_wise(*[pc.cast(t[n], pa.string()) for n in names], ":")
 
         position = pc.index_in(keys(table), value_set=keys(self.track_ids))
         return table.append_column("track_id", pc.take(self.track_ids["track_id"], position))
@@ -225,7 +235,7 @@ class Output:
         connection.register("track_ids", self.track_ids)
         connection.execute(
             "CREATE TEMP VIEW instances AS SELECT p.* EXCLUDE (track), t.track_id FROM instance_parts p"
-            " LEFT JOIN track_ids t ON p.shard = t.shard AND p.track = t.track")
+            " LEFT JOIN track_ids t ON " + " AND ".join(f"p.{n} = t.{n}" for n in join_keys(self.track_ids)))
 
 
 # DuckDB settings for user SQL: the Arrow datasets are handed in by `register`, so a query needs

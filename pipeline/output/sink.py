@@ -28,7 +28,7 @@ from maskray.pipeline.output.layout import CommitRecord, DamagedOutputError
 from maskray.pipeline.output.lease import Lease
 from maskray.pipeline.output.commit_log_writer import CommitLogWriter, delete_file
 from maskray.pipeline.output.shard_writer import ShardWriter
-from maskray.pipeline.output.track_table import video_key
+from maskray.pipeline.output.track_table import delete_generations, video_key
 
 
 class StaleWriterError(MaskrayError):
@@ -248,6 +248,7 @@ def clear_output(output: str) -> None:
         _delete_file(layout.relative_uri(output, path))
     for key in {video_key(r.planned) for r in records if r.tracks is not None}:  # stitched track ids
         _delete_file(layout.track_ids_uri(output, key))
+    delete_generations(output)  # and those of `maskray retrack`
     for name in manifests:
         _delete_file(layout.relative_uri(output, name))
     for name in layout.JOB_FILES:

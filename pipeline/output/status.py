@@ -48,6 +48,7 @@ class OutputStatus:
     nodes_lost: Optional[int] = None  # of those, shards whose node died without notice
     replicas: Optional[list] = None  # per node: replicas by state (starting, idle, working, draining), frames/s
     parts_damaged: int = 0  # committed parts missing or of the wrong size (one listing: part_check.py)
+    tracks: Optional[str] = None  # which tracker settings made the current track ids (`maskray retrack`)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -115,7 +116,20 @@ def output_status(output: str, now: Optional[float] = None) -> OutputStatus:
         nodes_lost=driver.get("nodes_lost"),
         replicas=driver.get("replicas") if state == "running" else None,
         parts_damaged=len(damaged),
+        tracks=_tracks_line(manifest),
     )
+
+
+def _tracks_line(job: dict) -> Optional[str]:
+    """Who made the current track ids, and with which tracker settings (changed from the defaults)."""
+    spec, retracked = job.get("spec") or {}, job.get("tracks")
+    if not retracked and not (spec.get("track", True) and spec.get("tracker")):
+        return None  # the job's own tracks with the defaults (or none): nothing to say
+    settings = retracked.get("tracker", {}) if retracked else spec.get("tracker") or {}
+    text = ", ".join(f"{k}={v}" for k, v in sorted(settings.items())) or "default settings"
+    if retracked:
+        return f"retracked {retracked.get('made_at', '')} with {text} (generation {retracked.get('generation')})"
+    return f"made by the job with {text}"
 
 
 def format_status(status: OutputStatus) -> str:
@@ -133,6 +147,8 @@ def format_status(status: OutputStatus) -> str:
     if status.parts_damaged and status.state != "damaged":
         lines.append(f"damaged   {status.parts_damaged} committed parts missing or of the wrong size:"
                      f" run `maskray verify {status.output}`")
+    if status.tracks:
+        lines.append(f"tracks    {status.tracks}")
     lines += [
         f"shards    {of(status.shards_done, status.shards_total)}",
         f"frames    {of(status.frames_done, status.frames_total)}",
