@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from maskray.jobs.training.train import export_weights
-from maskray.models.registry import build_model
+from maskray.models.build import build_model
 from maskray.models.weights import make_checkpoint, save_checkpoint
 
 

@@ -1,4 +1,4 @@
-"""The model registry and weights: names, seeded `none`, files, checkpoints, `coco` cache, CLI."""
+"""The model catalog, builders and weights: names, seeded `none`, files, checkpoints, `coco` cache, CLI."""
 
 import hashlib
 from pathlib import Path
@@ -17,8 +17,8 @@ from maskray.models.categories import (
     SHAPES_KEYPOINT_NAMES,
 )
 from maskray.errors import UsageError, WeightsError
-from maskray.models.registry import build_model
-from maskray.models.specs import MODELS, get_spec
+from maskray.models.build import build_model
+from maskray.models.catalog import MODELS, get_spec
 from maskray.models.weights import coco_weights_cached, demo_weights_present, save_checkpoint
 
 COCO_FILE = "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth"
@@ -50,7 +50,7 @@ def test_categories_follow_coco():
     assert SHAPES_KEYPOINT_NAMES == ("top", "bottom", "left", "right")
 
 
-def test_registry_names_and_unknown_name():
+def test_catalog_names_and_unknown_name():
     assert set(MODELS) == {
         "maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", "keypointrcnn_resnet50_fpn",
         "maskkeypointrcnn_resnet50_fpn", "demo", "null",
