@@ -62,6 +62,34 @@ def test_catalog_names_and_unknown_name():
     assert "yolo" in str(raised.value) and "maskrcnn_resnet50_fpn_v2" in str(raised.value)
 
 
+def test_every_catalog_entry_names_a_builder_that_imports():
+    from maskray.models.build import builder_of
+
+    for spec in MODELS.values():
+        assert callable(builder_of(spec)), spec.name
+
+
+def test_a_model_registered_with_its_builder_function_is_built_like_any_other(monkeypatch):
+    """A catalog entry may hold the function itself: the recipe, seed and checks still apply."""
+    from dataclasses import replace
+
+    from maskray.models.demo_network import demo_network
+
+    calls = []
+
+    def counted(recipe, **settings):
+        calls.append(recipe.model)
+        return demo_network(recipe, **settings)
+
+    spec = replace(get_spec("demo"), name="demo_counted", builder=counted)
+    monkeypatch.setitem(MODELS, spec.name, spec)
+    model, weights_id = build_model("demo_counted", "none", seed=0, min_size=128, max_size=160)
+    assert calls == ["demo_counted"] and weights_id == "none:seed0"
+    assert model.maskray_spec.name == "demo_counted" and model.maskray_recipe.extra["stages"] == 3
+    reference, _ = build_model("demo", "none", seed=0)
+    assert same_state(model.state_dict(), reference.state_dict())
+
+
 def test_none_weights_are_reproducible_per_seed(demo_model):
     again, weights_id = build_model("demo", "none", seed=0)
     other, _ = build_model("demo", "none", seed=1)
@@ -106,7 +134,7 @@ def test_checkpoint_keeps_training_variants_and_loads_from_a_uri(tmp_path):
     loaded, _ = build_model("demo", path.as_uri())  # file://..., read through pyarrow.fs
     recipe = loaded.maskray_recipe
     assert (recipe.roi_op, recipe.mask_loss, recipe.mask_head) == ("pool", "softmax", "mlp")
-    assert recipe.extra == trained.maskray_recipe.extra  # the compact demo's shape fields
+    assert recipe.extra == trained.maskray_recipe.extra  # the demo network's shape fields
     assert same_state(trained.state_dict(), loaded.state_dict())
     with pytest.raises(UsageError):
         build_model("demo", "none", roi_op="bogus")
