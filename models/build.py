@@ -2,8 +2,9 @@
 
 The network itself comes from the builder the model's catalog entry names, imported here on
 first use; this module adds what every model shares: the recipe (classes, keypoints, backbone,
-the paper's switches), the weights, their checks and the seed. A built model carries `maskray_spec` (its spec, with the categories and keypoints it really
-predicts) and `maskray_recipe` (what `weights.make_checkpoint` saves beside the weights).
+the paper's switches), the weights, their checks and the seed. A built model carries
+`maskray_spec` (its spec, with the categories and keypoints it really predicts) and
+`maskray_recipe` (what `weights.make_checkpoint` saves beside the weights).
 """
 
 from __future__ import annotations
