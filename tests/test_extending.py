@@ -94,24 +94,24 @@ def test_a_new_model_is_listed_loads_torchvisions_names_and_runs(package, tmp_pa
     run_in(package, """
         import numpy as np
         import torchvision
-        from maskray.models.build import build_model
         from maskray.models.listing import model_rows
         from maskray.models.predictor import Predictor, PredictorConfig
 
         (row,) = [row for row in model_rows() if row["name"] == "fasterrcnn_resnet50_fpn"]
         assert row["tasks"] == "boxes" and row["categories"] == "coco (80)", row
 
+        config = PredictorConfig(model="fasterrcnn_resnet50_fpn", weights="none", device="cpu",
+                                 min_size=128, max_size=160, score_threshold=0.0, max_instances=10,
+                                 proposals=100)
+        predictor = Predictor(config)
         # torchvision's own Faster R-CNN has the same tensors: its published file loads as it is.
-        ours, _ = build_model("fasterrcnn_resnet50_fpn", "none")
         theirs = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None)
         shapes = lambda model: {k: tuple(v.shape) for k, v in model.state_dict().items()
                                 if not k.endswith("num_batches_tracked")}
-        assert shapes(ours) == shapes(theirs)
+        assert shapes(predictor.model) == shapes(theirs)
 
-        config = PredictorConfig(model="fasterrcnn_resnet50_fpn", weights="none", device="cpu",
-                                 min_size=128, max_size=160, score_threshold=0.0, max_instances=10)
         image = np.random.default_rng(0).integers(0, 256, (120, 150, 3), dtype=np.uint8)
-        (found,) = Predictor(config).predict([image])
+        (found,) = predictor.predict([image])
         assert 0 < len(found) <= 10 and found.masks_rle is None and found.keypoints is None
         assert (found.boxes >= 0).all() and (found.boxes[:, 2] <= 150).all() and (found.boxes[:, 3] <= 120).all()
     """, cwd=tmp_path)
