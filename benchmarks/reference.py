@@ -2,7 +2,7 @@
 
 This is what someone would write without maskray: decode frames in a loop, run the model on
 batches, threshold the pasted masks and encode them with pycocotools. It builds the very
-same network as maskray (`models.registry.build_model`, same weights and seed) and runs it
+same network as maskray (`models.build.build_model`, same weights and seed) and runs it
 with torchvision's own post-processing (`torchvision_path.torchvision_twin`: every candidate
 above the score threshold into NMS, masks pasted one at a time), so the differences are the
 ones maskray adds or removes around the backbone and heads.
@@ -29,7 +29,7 @@ from pycocotools import mask as coco_mask
 
 from benchmarks.profiles import Profile
 from benchmarks.torchvision_path import torchvision_twin
-from maskray.models.registry import build_model
+from maskray.models.build import build_model
 
 
 def run(video: str, every: int, profile: Profile) -> dict:

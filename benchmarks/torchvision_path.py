@@ -1,7 +1,7 @@
 """The same network with torchvision's own post-processing, for comparisons.
 
 `torchvision_twin(model)` shares every part (and so every weight) of a model built by
-`maskray.models.registry.build_model`, but runs torchvision's stock `RoIHeads` (every
+`maskray.models.build.build_model`, but runs torchvision's stock `RoIHeads` (every
 candidate above the score threshold into NMS) and `GeneralizedRCNNTransform` (masks pasted
 one at a time). The benchmark's reference loop runs it; tests compare maskray's path to it.
 """

@@ -20,7 +20,7 @@ def models_command():
       maskray models
       maskray submit ./photos/ --output out/ --model keypointrcnn_resnet50_fpn --weights coco
     """
-    from maskray.models.catalog import cache_dir, model_rows
+    from maskray.models.listing import cache_dir, model_rows
 
     rows = model_rows()
     columns = ("name", "tasks", "categories", "weights")

@@ -5,39 +5,47 @@ from __future__ import annotations
 import click
 
 from maskray.commands.tracker_options import tracker_options, tracker_settings
+from maskray.jobs.spec import SUBMIT_DEFAULTS as DEFAULT
 from maskray.models.choices import PRECISIONS
 
 
 @click.command("submit")
 @click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
 @click.option("--output", "-o", required=True, help="Output folder or s3:// / gs:// prefix (OUT).")
-@click.option("--model", default="maskrcnn_resnet50_fpn", show_default=True, help="Model name (see `maskray models`).")
-@click.option("--weights", default="coco", show_default=True,
+@click.option("--model", default=DEFAULT["model"], show_default=True,
+              help="Model name (see `maskray models`).")
+@click.option("--weights", default=DEFAULT["weights"], show_default=True,
               help="coco | none | demo | PATH, s3://, gs:// or https:// URI of a state dict (see docs/weights.md).")
 @click.option("--weights-sha256", metavar="HEX", help="Refuse PATH/URI weights whose sha256 does not start with HEX.")
 @click.option("--offline", is_flag=True, help="Never download weights (coco, https): fail in one line if not cached.")
 @click.option("--min-size", type=int, help="Shorter side the model resizes to (default: the model's).")
 @click.option("--max-size", type=int, help="Longest side limit after resizing (default: the model's).")
-@click.option("--score-threshold", default="0.5", show_default=True,
+@click.option("--score-threshold", default=str(DEFAULT["score_threshold"]), show_default=True,
               help="Keep instances scoring at least this; per class: person=0.7,car=0.5,0.4 (the last is the default).")
 @click.option("--classes", help="Keep only these categories (names or ids): person,car.")
-@click.option("--mask-threshold", type=float, default=0.5, show_default=True, help="Mask probability that counts as foreground.")
-@click.option("--max-instances", type=int, default=100, show_default=True, help="At most this many instances per frame.")
-@click.option("--pre-nms-top", type=int, default=1000, show_default=True, help="Best box x class candidates per image kept for NMS.")
-@click.option("--batch-size", type=int, default=4, show_default=True, help="Frames per model call.")
+@click.option("--mask-threshold", type=float, default=DEFAULT["mask_threshold"], show_default=True,
+              help="Mask probability that counts as foreground.")
+@click.option("--max-instances", type=int, default=DEFAULT["max_instances"], show_default=True,
+              help="At most this many instances per frame.")
+@click.option("--pre-nms-top", type=int, default=DEFAULT["pre_nms_top"], show_default=True,
+              help="Best box x class candidates per image kept for NMS.")
+@click.option("--batch-size", type=int, default=DEFAULT["batch_size"], show_default=True,
+              help="Frames per model call.")
 @click.option("--workers", type=int, help="A fixed number of model replicas (default: follow the cluster: "
               "one per GPU / --gpus-per-worker, or one per CPU node, as nodes join and leave).")
 @click.option("--max-workers", type=int, help="At most N replicas as the pool follows the cluster; while shards "
               "wait, asks the autoscaler for that many.")
-@click.option("--gpus-per-worker", type=float, default=1.0, show_default=True, help="GPUs per replica; fractions share a GPU.")
+@click.option("--gpus-per-worker", type=float, default=DEFAULT["gpus_per_worker"], show_default=True,
+              help="GPUs per replica; fractions share a GPU.")
 @click.option("--cpu", is_flag=True, help="Run on CPUs even where there are GPUs.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+@click.option("--precision", type=click.Choice(list(PRECISIONS)), default=DEFAULT["precision"],
+              show_default=True,
               help="Inference precision (fp16/bf16 need CUDA).")
 @click.option("--every", type=int, help="Video: every N-th frame (0, N, 2N, ...).")
 @click.option("--fps", type=float, help="Video: about F frames per second.")
 @click.option("--keyframes", is_flag=True, help="Video: keyframes only.")
 @click.option("--segment-seconds", type=float, help="Video: shard length in seconds (default: automatic).")
-@click.option("--track/--no-track", default=True, show_default=True,
+@click.option("--track/--no-track", default=DEFAULT["track"], show_default=True,
               help="Video: give instances a track_id, stable across segments (costs well under 1% of a worker's time).")
 @tracker_options
 @click.option("--address", help="Ray cluster: auto, ray://HOST:10001, or http://HOST:8265 (Jobs API). "

@@ -45,7 +45,7 @@ def run_job(spec: JobSpec, address: Optional[str] = None, *, overwrite: bool = F
 def _check_model(spec: JobSpec) -> None:
     """Fail in a second, not after starting Ray: an unknown model. Torch-free. The weights are
     read and checked next, by the driver, once for every replica (`pipeline/weights_location.py`)."""
-    from maskray.models.specs import get_spec
+    from maskray.models.catalog import get_spec
 
     get_spec(spec.model)  # UsageError naming the choices
 

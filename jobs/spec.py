@@ -14,13 +14,13 @@ import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Optional
 
+from maskray.errors import UsageError
 from maskray.jobs.uri_credentials import refuse_credentials
+from maskray.models.catalog import get_spec
 from maskray.models.choices import PRECISIONS
 from maskray.models.class_filter import build_class_filter, parse_classes, parse_score_thresholds
-from maskray.errors import UsageError
+from maskray.models.predictor_config import PredictorConfig
 from maskray.models.weight_integrity import parse_digest
-from maskray.models.specs import get_spec
-from maskray.pipeline import storage
 
 # Fields that change what is written: a different value on an existing output is refused.
 RESULT_FIELDS = (
@@ -39,29 +39,36 @@ ADDED_LATER = ("pre_nms_top",)  # result fields that outputs of older versions d
 
 def normalise_uri(uri: str) -> str:
     """A URI as given (`s3://...`), or a local path (or `file://`) made absolute."""
+    from maskray.pipeline import storage  # pyarrow: not loaded for `maskray --help`
+
     return storage.canonical(str(uri))
+
+
+_MODEL = PredictorConfig()  # the model settings' defaults, the ones a Predictor has
 
 
 @dataclass
 class JobSpec:
+    """`maskray submit`'s options, whose defaults (`SUBMIT_DEFAULTS`) its flags show."""
+
     sources: list[str]
     output: str
-    model: str = "maskrcnn_resnet50_fpn"
-    weights: str = "coco"
+    model: str = _MODEL.model
+    weights: str = _MODEL.weights
     weights_sha256: Optional[str] = None  # sha256 (or a prefix of 8+ hex digits) of PATH/URI weights
     offline: bool = False  # never download (coco, https weights)
-    min_size: Optional[int] = None  # None: the model's own default
-    max_size: Optional[int] = None
-    score_threshold: float = 0.5
-    mask_threshold: float = 0.5
-    max_instances: int = 100
-    pre_nms_top: int = 1000  # box x class candidates per image kept for NMS (models/roi_heads.py)
+    min_size: Optional[int] = _MODEL.min_size  # None: the model's own default
+    max_size: Optional[int] = _MODEL.max_size
+    score_threshold: float = _MODEL.score_threshold
+    mask_threshold: float = _MODEL.mask_threshold
+    max_instances: int = _MODEL.max_instances
+    pre_nms_top: int = _MODEL.pre_nms_top  # box x class candidates per image kept for NMS
     batch_size: int = 4
     workers: Optional[int] = None  # None: follow the cluster (a replica per GPU, or per CPU node)
     max_workers: Optional[int] = None  # caps the pool that follows the cluster; asks the autoscaler
     gpus_per_worker: float = 1.0
     cpu: bool = False
-    precision: str = "fp32"
+    precision: str = _MODEL.precision
     every: Optional[int] = None
     fps: Optional[float] = None
     keyframes: bool = False
@@ -165,7 +172,7 @@ class JobSpec:
         # A field added later counts only away from its default: adding it leaves the
         # fingerprint of every spec that keeps the default as it was.
         for name in ADDED_LATER:
-            if data[name] == _DEFAULTS[name]:
+            if data[name] == SUBMIT_DEFAULTS[name]:
                 del data[name]
         text = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -175,7 +182,7 @@ class JobSpec:
 
         A field an older maskray did not write counts as its default."""
         return [name for name in self.result_fields()
-                if getattr(self, name) != other.get(name, _DEFAULTS.get(name))]
+                if getattr(self, name) != other.get(name, SUBMIT_DEFAULTS.get(name))]
 
     def result_fields(self) -> tuple[str, ...]:
         return RESULT_FIELDS + (CUT_FIELDS if self.track else ())
@@ -194,8 +201,9 @@ class JobSpec:
         return cls(**{key: value for key, value in data.items() if key in known})
 
 
-_DEFAULTS = {f.name: f.default_factory() if f.default_factory is not MISSING else f.default
-             for f in fields(JobSpec)}
+# Every field's default (the CLI's too): `maskray submit` shows and uses these.
+SUBMIT_DEFAULTS = {f.name: f.default_factory() if f.default_factory is not MISSING else f.default
+                   for f in fields(JobSpec) if f.default is not MISSING or f.default_factory is not MISSING}
 
 
 def _cuda_available() -> bool:

@@ -1,5 +1,8 @@
 """ResNet-FPN feature extractors, always built without downloading ImageNet weights.
 
+The ResNets are torchvision's builders of the names in `models.choices.BACKBONES` (the one
+list of backbones: add a name there to offer another of torchvision's ResNets).
+
 Two normalisation regimes, following torchvision's detection builders:
 - frozen (FrozenBatchNorm2d, stem and layer1 frozen): what COCO weights were trained with;
   used whenever trained weights are loaded.
@@ -17,13 +20,18 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from maskray.models.choices import BACKBONES
 from maskray.errors import UsageError
 
-_RESNET_BUILDERS = {
-    "resnet18": resnet.resnet18,
-    "resnet34": resnet.resnet34,
-    "resnet50": resnet.resnet50,
-    "resnet101": resnet.resnet101,
-    "resnext101_32x8d": resnet.resnext101_32x8d,
-}
+
+def resnet_body(name: str, norm_layer) -> resnet.ResNet:
+    """torchvision's ResNet `name` (one of BACKBONES), randomly initialised, with `norm_layer`."""
+    if name not in BACKBONES:
+        raise UsageError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
+    return getattr(resnet, name)(weights=None, norm_layer=norm_layer)
+
+
+def stage_channels(body: resnet.ResNet) -> list[int]:
+    """The output channels of the ResNet's four stages (1/8, 1/4, 1/2, 1 of its last)."""
+    last = body.inplanes
+    return [last // 8, last // 4, last // 2, last]
 
 
 def build_backbone(
@@ -40,20 +48,15 @@ def build_backbone(
     batch_norm_everywhere: BatchNorm2d in the ResNet and in the FPN whatever `trainable` says
         (Mask R-CNN v2's design, arXiv:2111.11429).
     """
-    if name not in _RESNET_BUILDERS:
-        raise UsageError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
     bn = nn.BatchNorm2d if (trainable or batch_norm_everywhere) else misc_nn_ops.FrozenBatchNorm2d
-    body = _RESNET_BUILDERS[name](weights=None, norm_layer=bn)
+    body = resnet_body(name, bn)
     if not trainable:
         for stage_name in ("conv1", "layer1"):  # as torchvision fine-tunes COCO weights
             getattr(body, stage_name).requires_grad_(False)
-    # A ResNet's stages have 1/8, 1/4, 1/2, 1 times the channels of its last stage.
-    last = body.inplanes
-    in_channels = [last // 8, last // 4, last // 2, last]
     return BackboneWithFPN(
         body,
         return_layers={"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
-        in_channels_list=in_channels,
+        in_channels_list=stage_channels(body),
         out_channels=fpn_channels,
         extra_blocks=LastLevelMaxPool(),
         norm_layer=nn.BatchNorm2d if batch_norm_everywhere else None,

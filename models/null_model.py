@@ -13,6 +13,8 @@ from torch import nn
 class NullModel(nn.Module):
     """Returns zero instances for every image, in torchvision's detection output format."""
 
+    detects_nothing = True  # a Predictor answers without moving frames to the model at all
+
     def forward(self, images: list[torch.Tensor], targets=None) -> list[dict[str, torch.Tensor]]:
         outputs = []
         for image in images:
@@ -26,3 +28,8 @@ class NullModel(nn.Module):
                 }
             )
         return outputs
+
+
+def null_model(recipe, **_settings) -> NullModel:
+    """The builder of the `null` entry (models/catalog.py): sizes and heads do not apply."""
+    return NullModel()

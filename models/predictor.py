@@ -15,43 +15,19 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from maskray.models.choices import DEVICES
-from maskray.models.class_filter import build_class_filter
 from maskray.errors import UsageError
+from maskray.models.build import build_model
+from maskray.models.catalog import get_spec
+from maskray.models.choices import DEVICES, PRECISIONS
+from maskray.models.class_filter import build_class_filter
 from maskray.models.frame_prediction import FramePrediction
 from maskray.models.host_transfer import fetch, frames_to_device
-from maskray.models.registry import build_model
+from maskray.models.predictor_config import PredictorConfig
 from maskray.models.rle import counts_from_runs, mask_runs
-from maskray.models.roi_heads import PRE_NMS_TOP
-from maskray.models.specs import get_spec
-
-PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-@dataclass(frozen=True)
-class PredictorConfig:
-    """What to run and how; `None` sizes mean the model's defaults."""
-
-    model: str = "maskrcnn_resnet50_fpn"
-    weights: str = "coco"
-    weights_sha256: str | None = None  # checked against bytes handed to the Predictor
-    min_size: int | None = None
-    max_size: int | None = None
-    score_threshold: float = 0.5
-    mask_threshold: float = 0.5
-    max_instances: int = 100
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "fp32"  # fp32 | fp16 | bf16 (the latter two on CUDA only)
-    seed: int = 0  # initialisation of `none` weights
-    proposals: int | None = None  # region proposals per image; fewer is faster (None: model's)
-    classes: tuple | None = None  # category names or ids to keep (None: all)
-    class_thresholds: tuple = ()  # ((category name or id, threshold), ...) over score_threshold
-    pre_nms_top: int | None = PRE_NMS_TOP  # box x class candidates per image into NMS (None: all)
 
 
 class Predictor:
@@ -90,7 +66,7 @@ class Predictor:
         )
         self.model = model.to(self.device)
         self.spec = model.maskray_spec
-        self._is_null = self.spec.family == "null"
+        self._detects_nothing = getattr(model, "detects_nothing", False)  # the null model
         self.forward_s = 0.0  # seconds inside the model itself, over all calls (profiling)
 
     def predict(self, frames: list[np.ndarray]) -> list[FramePrediction]:
@@ -100,7 +76,7 @@ class Predictor:
             _check_frame(frame, index)
         if not frames:
             return []
-        if self._is_null:
+        if self._detects_nothing:
             return [self._empty(f.shape[0], f.shape[1]) for f in frames]
         images = frames_to_device(frames, self.device)
         with torch.inference_mode(), self._autocast():
@@ -116,7 +92,7 @@ class Predictor:
         dtype = PRECISIONS[self.config.precision]
         if dtype is None or self.device.type != "cuda":
             return contextlib.nullcontext()
-        return torch.autocast(device_type="cuda", dtype=dtype)
+        return torch.autocast(device_type="cuda", dtype=getattr(torch, dtype))
 
     def _convert(self, outputs: list[dict[str, torch.Tensor]],
                  frames: list[np.ndarray]) -> list[FramePrediction]:

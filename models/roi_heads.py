@@ -22,9 +22,8 @@ from torchvision.models.detection import roi_heads as tv
 from torchvision.ops import boxes as box_ops
 
 from maskray.models.keypoints import keypoint_inference
+from maskray.models.predictor_config import PRE_NMS_TOP
 from maskray.models.variants import MASK_LOSSES, softmax_mask_loss
-
-PRE_NMS_TOP = 1000  # candidates per image before NMS; Detectron2's and the issue's figure
 
 
 class DetectionRoIHeads(tv.RoIHeads):

@@ -34,7 +34,7 @@ def coco_cache_dir() -> Path:
 
 def coco_weights_cached(name: str) -> bool | None:
     """Whether model `name`'s COCO weights are in the local cache; None if it has none."""
-    from maskray.models.specs import get_spec
+    from maskray.models.catalog import get_spec
 
     filename = get_spec(name).coco_weights
     if filename is None:
@@ -54,7 +54,7 @@ def coco_url(filename: str) -> str:
 
 def coco_file_of(model: str) -> str:
     """The published file name of `model`'s COCO weights; WeightsError if it has none."""
-    from maskray.models.specs import get_spec
+    from maskray.models.catalog import get_spec
 
     filename = get_spec(model).coco_weights
     if filename is None:

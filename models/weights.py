@@ -76,17 +76,11 @@ def _from_bytes(weights: str, data: bytes, sha256: str | None, coco_file: str | 
 def make_checkpoint(model: torch.nn.Module) -> dict:
     """A maskray checkpoint of a model built by `build_model`, possibly wrapped for data
     parallel training (`model.module`): its recipe and a CPU copy of its state dict."""
-    from maskray.models.specs import get_spec
-
     module = getattr(model, "module", model)
     recipe = getattr(module, "maskray_recipe", None)
     if recipe is None:
-        raise ValueError("make_checkpoint needs a model built by models.registry.build_model")
-    recipe = recipe.to_dict()
-    if get_spec(recipe["model"]).family == "compact":  # write the shape down, so the file says it
-        from maskray.models.compact import COMPACT_DEFAULTS
-
-        recipe = {**COMPACT_DEFAULTS, **recipe}
+        raise ValueError("make_checkpoint needs a model built by models.build.build_model")
+    recipe = recipe.to_dict()  # with the model's shape fields (`extra`): the file says it all
     state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
     return {"maskray_checkpoint": CHECKPOINT_VERSION, "recipe": recipe, "state_dict": state}
 

@@ -20,7 +20,7 @@ from maskray.jobs.spec import JobSpec
 from maskray.pipeline import storage
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The compact demo architecture (masks and keypoints) with random weights at a small size:
+# The demo network (masks and keypoints) with random weights at a small size:
 # several times faster than R50-FPN on a CPU; score 0.0 with at most 5 instances per frame
 # gives a few instances on every frame.
 SMALL = dict(model="demo", weights="none", min_size=128, max_size=256,

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from maskray.jobs.training.train import export_weights
-from maskray.models.registry import build_model
+from maskray.models.build import build_model
 from maskray.models.weights import make_checkpoint, save_checkpoint
 
 
@@ -28,7 +28,7 @@ def test_a_wrapped_model_saves_as_the_bare_model_and_loads_back(tmp_path):
         loaded, weights_id = build_model("demo", str(path))
         assert weights_id.startswith("file:")
         assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
-    # The compact demo's shape is written down in the recipe, so the file alone rebuilds it.
+    # The demo network's shape is written down in the recipe, so the file alone rebuilds it.
     assert make_checkpoint(model)["recipe"].keys() >= {"model", "categories"}
     assert not list(tmp_path.glob("*.tmp"))  # written whole: temp file, then rename
 

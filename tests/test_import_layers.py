@@ -99,9 +99,9 @@ def test_imports_run_one_way():
     assert upward == []
 
 
-def test_the_registry_and_weights_do_not_import_each_other():
+def test_the_model_builder_and_weights_do_not_import_each_other():
     graph = import_graph()
-    assert "maskray.models.registry" not in graph["maskray.models.weights"]
+    assert "maskray.models.build" not in graph["maskray.models.weights"]
     assert "maskray.models.variants" not in graph["maskray.jobs.training.train"]  # flag values: models.choices
 
 

@@ -1,4 +1,4 @@
-"""The model registry and weights: names, seeded `none`, files, checkpoints, `coco` cache, CLI."""
+"""The model catalog, builders and weights: names, seeded `none`, files, checkpoints, `coco` cache, CLI."""
 
 import hashlib
 from pathlib import Path
@@ -17,8 +17,8 @@ from maskray.models.categories import (
     SHAPES_KEYPOINT_NAMES,
 )
 from maskray.errors import UsageError, WeightsError
-from maskray.models.registry import build_model
-from maskray.models.specs import MODELS, get_spec
+from maskray.models.build import build_model
+from maskray.models.catalog import MODELS, get_spec
 from maskray.models.weights import coco_weights_cached, demo_weights_present, save_checkpoint
 
 COCO_FILE = "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth"
@@ -50,7 +50,7 @@ def test_categories_follow_coco():
     assert SHAPES_KEYPOINT_NAMES == ("top", "bottom", "left", "right")
 
 
-def test_registry_names_and_unknown_name():
+def test_catalog_names_and_unknown_name():
     assert set(MODELS) == {
         "maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", "keypointrcnn_resnet50_fpn",
         "maskkeypointrcnn_resnet50_fpn", "demo", "null",
@@ -60,6 +60,34 @@ def test_registry_names_and_unknown_name():
     with pytest.raises(UsageError) as raised:
         get_spec("yolo")
     assert "yolo" in str(raised.value) and "maskrcnn_resnet50_fpn_v2" in str(raised.value)
+
+
+def test_every_catalog_entry_names_a_builder_that_imports():
+    from maskray.models.build import builder_of
+
+    for spec in MODELS.values():
+        assert callable(builder_of(spec)), spec.name
+
+
+def test_a_model_registered_with_its_builder_function_is_built_like_any_other(monkeypatch):
+    """A catalog entry may hold the function itself: the recipe, seed and checks still apply."""
+    from dataclasses import replace
+
+    from maskray.models.demo_network import demo_network
+
+    calls = []
+
+    def counted(recipe, **settings):
+        calls.append(recipe.model)
+        return demo_network(recipe, **settings)
+
+    spec = replace(get_spec("demo"), name="demo_counted", builder=counted)
+    monkeypatch.setitem(MODELS, spec.name, spec)
+    model, weights_id = build_model("demo_counted", "none", seed=0, min_size=128, max_size=160)
+    assert calls == ["demo_counted"] and weights_id == "none:seed0"
+    assert model.maskray_spec.name == "demo_counted" and model.maskray_recipe.extra["stages"] == 3
+    reference, _ = build_model("demo", "none", seed=0)
+    assert same_state(model.state_dict(), reference.state_dict())
 
 
 def test_none_weights_are_reproducible_per_seed(demo_model):
@@ -106,7 +134,7 @@ def test_checkpoint_keeps_training_variants_and_loads_from_a_uri(tmp_path):
     loaded, _ = build_model("demo", path.as_uri())  # file://..., read through pyarrow.fs
     recipe = loaded.maskray_recipe
     assert (recipe.roi_op, recipe.mask_loss, recipe.mask_head) == ("pool", "softmax", "mlp")
-    assert recipe.extra == trained.maskray_recipe.extra  # the compact demo's shape fields
+    assert recipe.extra == trained.maskray_recipe.extra  # the demo network's shape fields
     assert same_state(trained.state_dict(), loaded.state_dict())
     with pytest.raises(UsageError):
         build_model("demo", "none", roi_op="bogus")

@@ -33,11 +33,12 @@ def test_the_wheel_installs_only_maskray(wheel):
     assert "maskray/models/weights/demo.pt" in names  # the demo model ships in the wheel
     assert not any(name.startswith(("maskray/tests/", "maskray/benchmarks/")) for name in names)
     assert not any(name.endswith((".md", ".toml")) and name.startswith("maskray/") for name in names)
-    # Every sub-package of the checkout is in the wheel (a new folder must be listed in pyproject).
-    packages = {str(p.parent.relative_to(REPO)) for p in REPO.glob("*/**/__init__.py")
-                if not str(p.relative_to(REPO)).startswith((".", "tests", "benchmarks", "build"))}
-    for package in packages:
-        assert f"maskray/{package}/__init__.py" in names, package
+    # Every module of the checkout is in the wheel: a new folder must be a package (its
+    # `__init__.py`) listed in pyproject.toml's `packages`, or its modules are left out.
+    modules = {path.relative_to(REPO).as_posix() for path in REPO.rglob("*.py")
+               if not path.relative_to(REPO).parts[0].startswith((".", "tests", "benchmarks", "build"))}
+    missing = sorted(module for module in modules if f"maskray/{module}" not in names)
+    assert missing == [], f"not installed (add the folder to pyproject.toml's packages): {missing}"
 
 
 def test_a_users_own_models_and_pipeline_modules_do_not_shadow_maskray(tmp_path):

@@ -20,7 +20,7 @@ from torch.profiler import ProfilerActivity, profile
 from benchmarks.torchvision_path import torchvision_twin
 from maskray.models.paste import paste_masks
 from maskray.models.predictor import Predictor, PredictorConfig
-from maskray.models.registry import build_model
+from maskray.models.build import build_model
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 DATA = Path(__file__).parent / "data"

@@ -11,7 +11,7 @@ from pycocotools import mask as coco_mask
 from maskray.models import rle
 from maskray.errors import UsageError
 from maskray.models.predictor import FramePrediction, Predictor, PredictorConfig
-from maskray.models.specs import MODELS
+from maskray.models.catalog import MODELS
 
 IMAGES = Path(__file__).parent / "data" / "images"
 SMALL = dict(weights="none", min_size=128, max_size=192, score_threshold=0.0, max_instances=5,

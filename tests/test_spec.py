@@ -79,3 +79,22 @@ def test_fingerprint_follows_results_not_resources():
     assert base.differences_from_dict(older) == []
     assert spec(every=5, pre_nms_top=50).differences_from_dict(older) == ["pre_nms_top"]
     assert base.fingerprint() != spec(every=5, pre_nms_top=50).fingerprint()
+
+
+def test_submit_defaults_are_written_once_and_the_flags_show_them():
+    """The Predictor's defaults are a job's, and `maskray submit`'s flags default to the spec's."""
+    from maskray.commands.run import submit_command
+    from maskray.jobs.spec import SUBMIT_DEFAULTS
+    from maskray.models.predictor_config import PredictorConfig
+
+    config = PredictorConfig()
+    shared = ("model", "weights", "min_size", "max_size", "score_threshold", "mask_threshold",
+              "max_instances", "pre_nms_top", "precision")
+    assert {name: SUBMIT_DEFAULTS[name] for name in shared} == {name: getattr(config, name) for name in shared}
+    # What `maskray submit SRC --output OUT` passes on when no other flag is given.
+    given = submit_command.make_context("submit", ["photos", "--output", "out"]).params
+    flags = {name: value for name, value in given.items() if name in SUBMIT_DEFAULTS}
+    assert {"model", "weights", "score_threshold", "pre_nms_top", "batch_size", "track"} <= set(flags)
+    for name, value in flags.items():
+        value = float(value) if name == "score_threshold" else value  # parsed per class later
+        assert value == SUBMIT_DEFAULTS[name], name

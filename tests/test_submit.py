@@ -49,7 +49,7 @@ def expected_frames(data_dir) -> set:
 
 
 def check_output(output: str, expected: set) -> None:
-    """What a user checks in any finished output: the contract of DESIGN.md."""
+    """What a user checks in any finished output: the contract of docs/output.md."""
     assert storage.exists(storage.join(output, "_SUCCESS"))
     manifest = json.loads(storage.read_bytes(storage.join(output, "_job.json")))
     assert manifest["weights_id"] and manifest["model"] == "demo"

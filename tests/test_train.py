@@ -10,7 +10,7 @@ pytest.importorskip("ray")  # the training modules import Ray (Ray Train) themse
 
 from maskray.jobs.training.train import TrainConfig, latest_checkpoint, train
 from maskray.jobs.training.train_loop import build_training_model
-from maskray.models.registry import build_model
+from maskray.models.build import build_model
 from maskray.jobs.training.coco_dataset import CocoDataset, collate
 from maskray.jobs.training.shapes import generate_shapes
 from submit_helpers import local_ray

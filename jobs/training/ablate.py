@@ -28,19 +28,18 @@ from maskray.jobs.training.synthetic import synthetic_dataset
 from maskray.jobs.training.train import TrainConfig, train
 from maskray.models.choices import MASK_HEADS, MASK_LOSSES, ROI_OPS
 from maskray.errors import UsageError
-from maskray.models.specs import get_spec
+from maskray.models.catalog import get_spec
 
 SWITCHES = {"roi-op": "roi_op", "mask-loss": "mask_loss", "mask-head": "mask_head", "backbone": "backbone"}
-# The paper compares backbone depth; the compact model compares its own at CPU cost (R18 vs R34,
-# both cut after three stages), the full models R50 vs R101.
-DEPTHS = {"compact": ("resnet18", "resnet34"), "full": ("resnet50", "resnet101")}
 TRAIN_SEED, VAL_SEED = 1, 2  # the held-out set never overlaps the training set
 
 
 def switch_values(switch: str, model: str) -> tuple[str, ...]:
     """The values compared for `switch`, the paper's choice (or the shallower backbone) first."""
     if switch == "backbone":
-        return DEPTHS["compact" if get_spec(model).family == "compact" else "full"]
+        # The paper compares R50 and R101; each model's catalog entry names its pair (the demo
+        # network compares R18 and R34, both cut after three stages, at CPU cost).
+        return get_spec(model).ablation_backbones
     return {"roi-op": ROI_OPS, "mask-loss": MASK_LOSSES, "mask-head": MASK_HEADS}[switch]
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from maskray.jobs.training.cityscapes_dataset import CityscapesDataset
-from maskray.models.registry import build_model
+from maskray.models.build import build_model
 from maskray.pipeline.evaluation.cityscapes import instance_ids_file, official_evaluation
 from maskray.pipeline.export.cityscapes import write_predictions
 from maskray.pipeline.cityscapes.files import GROUND_TRUTH

@@ -1,4 +1,4 @@
-"""`maskray train`: trains a registry model on a COCO-format dataset with Ray Train.
+"""`maskray train`: trains a catalog model on a COCO-format dataset with Ray Train.
 
 Data parallel with Ray Train's TorchTrainer: one worker per GPU, or one CPU worker when there
 is no GPU. Everything lands in the output folder:
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from maskray.jobs.ray_local import ray_session
 from maskray.errors import MaskrayError, UsageError, first_line
-from maskray.models.specs import get_spec
+from maskray.models.catalog import get_spec
 from maskray.models.choices import BACKBONES, MASK_HEADS, MASK_LOSSES, ROI_OPS
 
 RUN_NAME = "run"

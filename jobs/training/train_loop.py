@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from maskray.models.registry import build_model
+from maskray.models.build import build_model
 from maskray.models.weights import save_checkpoint
 from maskray.jobs.training.coco_dataset import CocoDataset, collate
 
@@ -25,12 +25,12 @@ TRAINER_FILE = "trainer.pt"
 
 
 def build_training_model(config: dict, dataset: CocoDataset) -> torch.nn.Module:
-    """The registry model of `config` for the dataset's categories and keypoints, in train mode."""
+    """The catalog model of `config` for the dataset's categories and keypoints, in train mode."""
     model, _ = build_model(
         config["model"], "none", seed=config["seed"],
         min_size=config["min_size"], max_size=config["max_size"],
         categories=dataset.categories, num_classes=max(dataset.categories) + 1,
-        # Data without keypoints: no names, so a compact model is built without its keypoint branch.
+        # Data without keypoints: no names, so the demo network leaves its keypoint branch out.
         keypoint_names=(tuple(dataset.keypoint_names) if dataset.with_keypoints else ())
         if _has_keypoints(config["model"]) else None,
         backbone=config.get("backbone"), roi_op=config["roi_op"],
@@ -50,7 +50,7 @@ def training_dataset(config: dict):
 
 
 def _has_keypoints(name: str) -> bool:
-    from maskray.models.specs import get_spec
+    from maskray.models.catalog import get_spec
 
     return "keypoints" in get_spec(name).tasks
 

@@ -11,7 +11,7 @@ import torch
 from pycocotools import mask as mask_utils
 
 from maskray.jobs.training.coco_dataset import CocoDataset
-from maskray.models.registry import build_model
+from maskray.models.build import build_model
 from maskray.pipeline.coco.matching import load_ground_truth
 from maskray.pipeline.coco.scoring import score
 

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from maskray.errors import UsageError
-from maskray.models.specs import get_spec
+from maskray.models.catalog import get_spec
 from maskray.pipeline.export.exporter import INSTANCE_COLUMNS, ExportContext, Exporter, Frame
 from maskray.pipeline.export.formats import exporter_class
 from maskray.pipeline.output.reader import Output, open_output

@@ -1,7 +1,7 @@
 """Errors of the input side that are about one input, not about the job.
 
 A `DecodeError` never stops a job: the worker records it as a `frames` row with
-`status='error'` and goes on (DESIGN.md, "Bad input"). One that is `transient` (the store
+`status='error'` and goes on (docs/inputs.md, "Errors reading inputs"). One that is `transient` (the store
 did not answer, the network dropped) says so in the row's message, which starts with
 TRANSIENT_PREFIX, so a resume knows the row is worth trying again.
 """

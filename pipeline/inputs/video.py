@@ -4,8 +4,10 @@ Frame identity: `frame` is the 0-based position in presentation order (packets s
 pts), and `time` is `(pts - first_pts) * time_base` seconds, measured from the first
 presented frame, so the first frame is at 0.0 even when the stream's start_time is not 0.
 
-The index is built once on the driver; a shard carries the slice of it that its segment
-needs (`VideoIndex.window`), so workers never demux the whole file again. A segment is
+The index is built once per video by a planning task on the cluster
+(pipeline/execution/planning_tasks.py) and cached in `OUT/_index/`; a shard names it, and its
+worker reads the slice its segment needs (`VideoIndex.window`), so workers never demux the
+whole file again. A segment is
 decoded by seeking to the keyframe at (or before) its first frame and decoding forward;
 decoded frames are matched to frame numbers by their pts, so every sampled frame gets the
 same number, time and pixels however the video is cut into segments.

@@ -1,6 +1,6 @@
 """Arrow schemas of the output tables and the functions that fill them.
 
-The contract (DESIGN.md, "Output contract"): `instances` has one row per detected instance,
+The contract (docs/output.md, "The contract"): `instances` has one row per detected instance,
 `frames` one row per processed frame (also with zero instances, or an error). Both schemas
 and the batches come from the column lists in columns.py.
 """

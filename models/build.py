@@ -1,27 +1,30 @@
-"""`build_model`: a model name (`models.specs`) and weights into a ready network.
+"""`build_model`: a model name (`models.catalog`) and weights into a ready network.
 
-A built model carries `maskray_spec` (its spec, with the categories and keypoints it really
-predicts) and `maskray_recipe` (what `weights.make_checkpoint` saves beside the weights).
+The network itself comes from the builder the model's catalog entry names, imported here on
+first use; this module adds what every model shares: the recipe (classes, keypoints, backbone,
+the paper's switches), the weights, their checks and the seed. A built model carries
+`maskray_spec` (its spec, with the categories and keypoints it really predicts) and
+`maskray_recipe` (what `weights.make_checkpoint` saves beside the weights).
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
 from dataclasses import replace
 
 import torch
 from torch import nn
 from torchvision.ops import misc as misc_nn_ops
 
-from maskray.models.architectures import build_architecture
-from maskray.models.backbones import BACKBONES
-from maskray.models.compact import COMPACT_DEFAULTS
 from maskray.errors import UsageError, WeightsError
-from maskray.models.null_model import NullModel
+from maskray.models.catalog import MODELS, ModelSpec, get_spec
+from maskray.models.choices import BACKBONES
+from maskray.models.predictor_config import PRE_NMS_TOP
 from maskray.models.recipe import Recipe
-from maskray.models.roi_heads import PRE_NMS_TOP
-from maskray.models.specs import MODELS, get_spec
+from maskray.models.variants import check_variants
 from maskray.models.weights import load_weights
+
 
 def build_model(
     name: str,
@@ -74,24 +77,27 @@ def build_model(
     )
     if pre_nms_top is not None and pre_nms_top < 1:
         raise UsageError(f"pre-NMS top must be at least 1, got {pre_nms_top}")
-    if spec.family == "null":
-        model = NullModel().eval()
-        model.maskray_spec, model.maskray_recipe = spec, None
-        return model, "null"
+    variants = dict(roi_op=roi_op, mask_loss=mask_loss, mask_head=mask_head)
+    if not spec.has_weights:  # built as it is: --weights does not apply
+        recipe = _recipe(spec, num_classes, categories, keypoint_names, backbone, variants)
+        model = _build(spec, recipe, trainable=False, **sizes).eval()
+        model.maskray_spec, model.maskray_recipe = spec, recipe
+        return model, spec.name
     loaded = load_weights(weights, model=spec.name, coco_file=spec.coco_weights, seed=seed,
                           data=weights_data, sha256=weights_sha256)
     if loaded.recipe is not None:
         recipe = loaded.recipe
-        if recipe.model not in MODELS or MODELS[recipe.model].family == "null":
+        if recipe.model not in MODELS or not MODELS[recipe.model].has_weights:
             raise WeightsError(
                 f"{loaded.source}: checkpoint names unknown model {recipe.model!r}"
             )
         spec = MODELS[recipe.model]
+        # A checkpoint written before a shape field existed gets the field's default.
+        recipe = replace(recipe, extra={**copy.deepcopy(spec.extra_recipe), **recipe.extra})
         sizes["min_size"] = min_size or spec.min_size
         sizes["max_size"] = max_size or spec.max_size
     else:
-        recipe = _recipe(spec, num_classes, categories, keypoint_names, backbone,
-                         dict(roi_op=roi_op, mask_loss=mask_loss, mask_head=mask_head))
+        recipe = _recipe(spec, num_classes, categories, keypoint_names, backbone, variants)
     if recipe.backbone not in BACKBONES:
         choices = ", ".join(BACKBONES)
         raise UsageError(f"unknown backbone {recipe.backbone!r}; choose one of: {choices}")
@@ -108,7 +114,7 @@ def build_model(
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # `none` weights are the same for the same seed
-        model = build_architecture(spec, recipe, trainable=trainable, **sizes)
+        model = _build(spec, recipe, trainable=trainable, **sizes)
     if loaded.state_dict is not None:
         _load_state_dict(model, loaded.state_dict, loaded.source, spec, recipe)
     if loaded.kind == "coco" and spec.coco_eps_zero:
@@ -122,6 +128,31 @@ def build_model(
     )
     model.maskray_recipe = recipe
     return model, loaded.weights_id
+
+
+def _build(spec: ModelSpec, recipe: Recipe, *, trainable: bool, min_size: int, max_size: int,
+           score_threshold: float, max_instances: int, proposals, pre_nms_top, candidate_filter
+           ) -> nn.Module:
+    """The network of `recipe` from the builder of `spec` (interface: models/catalog.py)."""
+    try:
+        check_variants(recipe.roi_op, recipe.mask_loss, recipe.mask_head)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if (recipe.mask_loss, recipe.mask_head) != ("sigmoid", "fcn") and "masks" not in spec.tasks:
+        raise UsageError("--mask-loss softmax and --mask-head mlp need a model with a mask head")
+    heads = dict(score_thresh=score_threshold, detections_per_img=max_instances,
+                 pre_nms_top=pre_nms_top, candidate_filter=candidate_filter,
+                 mask_loss=recipe.mask_loss)
+    return builder_of(spec)(recipe, trainable=trainable, min_size=min_size, max_size=max_size,
+                            proposals=proposals, heads=heads)
+
+
+def builder_of(spec: ModelSpec):
+    """The builder function of `spec`: the function itself, or imported from "module:function"."""
+    if callable(spec.builder):
+        return spec.builder
+    module, _, function = spec.builder.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def _recipe(spec, num_classes, categories, keypoint_names, backbone, variants) -> Recipe:
@@ -140,12 +171,9 @@ def _recipe(spec, num_classes, categories, keypoint_names, backbone, variants) -
     if keypoint_names is not None and "keypoints" not in spec.tasks:
         raise UsageError(f"model {spec.name} has no keypoint head; keypoint names do not apply")
     names = tuple(spec.keypoint_names if keypoint_names is None else keypoint_names)
-    # The compact family leaves its keypoint branch out when there are no names (data without keypoints).
-    if "keypoints" in spec.tasks and not names and spec.family != "compact":
-        raise UsageError(f"model {spec.name} needs at least one keypoint name")
-    extra = copy.deepcopy(COMPACT_DEFAULTS) if spec.family == "compact" else {}
+    # A model whose keypoint branch is required refuses no names in its builder.
     return Recipe(spec.name, backbone or spec.backbone, num_classes, categories, names,
-                  extra=extra, **variants)
+                  extra=copy.deepcopy(spec.extra_recipe), **variants)
 
 
 def _load_state_dict(model, state_dict, source, spec, recipe) -> None:
