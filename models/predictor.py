@@ -144,6 +144,8 @@ class Predictor:
                 points = output["keypoints"][order].float().clone()
                 points[:, :, 2] = output["keypoints_scores"][order].float()
                 fields[f"{index}.keypoints"] = points
+            if "embeddings" in output:
+                fields[f"{index}.embeddings"] = output["embeddings"][order].float()
         if binary_masks:
             for name, value in mask_runs(binary_masks).items():
                 fields[f"runs.{name}"] = value.to(binary_masks[0].device)
@@ -165,6 +167,7 @@ class Predictor:
                 masks_rle=masks_rle,
                 mask_areas=host[f"{index}.areas"] if masks_rle is not None else None,
                 keypoints=host.get(f"{index}.keypoints"),
+                embeddings=host.get(f"{index}.embeddings"),
             )
             predictions.append(ranked[: int((scores >= 0).sum())])  # the filtered ones come last
         return predictions
