@@ -93,6 +93,14 @@ class Predictor:
         self._is_null = self.spec.family == "null"
         self.forward_s = 0.0  # seconds inside the model itself, over all calls (profiling)
 
+    @property
+    def embedding_size(self) -> int | None:
+        """Length of each instance's appearance vector (the box head's output), or None for a
+        model without one."""
+        predictor = getattr(getattr(self.model, "roi_heads", None), "box_predictor", None)
+        score = getattr(predictor, "cls_score", None)
+        return int(score.in_features) if score is not None else None
+
     def predict(self, frames: list[np.ndarray]) -> list[FramePrediction]:
         """Instances of each frame (HxWx3 uint8 RGB arrays, any sizes), in input order."""
         frames = list(frames)

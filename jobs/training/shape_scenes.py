@@ -46,6 +46,10 @@ class Scene:
     def frames(self) -> int:
         return max(1, int(round(self.seconds * self.fps)))
 
+    def render(self, rng: np.random.Generator, width: int = 256, height: int = 192):
+        """(frames, instances per frame) of this scene (`render_scene`)."""
+        return render_scene(rng, self, width, height)
+
 
 def draw_scene(rng: np.random.Generator) -> Scene:
     """A random scene: 1-20 s, 10-60 frames/s, keyframes every 0.2-10 s, and the hardships above

@@ -274,9 +274,7 @@ def generate_shapes(root, *, images: int = 8, videos: int = 0, frames: int = 20,
                 clip, truths = render_video(rng, frames, video_width, video_height, max_shapes)
                 write_video(videos_dir / name, clip, fps)
             else:
-                from maskray.jobs.training.shape_scenes import render_scene  # it builds on this module
-
-                clip, truths = render_scene(rng, scene, video_width, video_height)
+                clip, truths = scene.render(rng, video_width, video_height)
                 write_video(videos_dir / name, clip, scene.fps, scene.keyframe_every)
             for frame, instances in enumerate(truths):
                 moving.add({"file_name": name, "source": name, "frame": frame,
