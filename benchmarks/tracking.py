@@ -75,8 +75,8 @@ def run(videos: Path, truth: Path, out: Path, *, workers: int, segment_seconds: 
     wall = time.monotonic() - began
     output = open_output(str(out))
     commits = output.commits.values()
-    worker_s = sum(r["timings"]["total_s"] for r in commits)
-    tracker_s = sum((r.get("tracks") or {}).get("tracker_s", 0.0) for r in commits)
+    worker_s = sum(r.timings.get("total_s", 0.0) for r in commits)
+    tracker_s = sum((r.tracks or {}).get("tracker_s", 0.0) for r in commits)
     overall = evaluate(str(out), str(truth), tasks=["segm"]).metrics["tracks"]
     per_video = _per_video(output, json.loads(truth.read_text()))
     return {

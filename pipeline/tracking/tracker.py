@@ -107,7 +107,8 @@ class Tracker:
         numbers = np.full(count, -1, dtype=np.int32)
         masks = _rle_dicts(detections)
         boxes = np.asarray(detections.boxes, dtype=np.float64).reshape(-1, 4)
-        scores = np.asarray(detections.scores, dtype=np.float64)
+        # float32, as the model gives them: a score shown as 0.9 meets a threshold of 0.9.
+        scores = np.asarray(detections.scores, dtype=np.float32)
         embeddings = _unit_rows(detections.embeddings, count)
         categories = np.asarray(detections.category_ids)
         overlap = self._overlap(boxes, masks, categories, now)
