@@ -12,6 +12,8 @@ Two differences to torchvision's class, both constructor arguments:
   predicted class's probability either way.
 The forward composes the box, mask and keypoint branches from torchvision's own functions,
 except that keypoint heatmaps are decoded for all instances at once (models/keypoints.py).
+At inference each detection also carries `embeddings`: the box head's feature of the proposal
+it came from, L2-normalised, its appearance for tracking (pipeline/tracking/tracker.py).
 """
 
 from __future__ import annotations
