@@ -48,6 +48,8 @@ from maskray.models.choices import PRECISIONS
 @click.option("--track/--no-track", default=DEFAULT["track"], show_default=True,
               help="Video: give instances a track_id, stable across segments (costs well under 1% of a worker's time).")
 @tracker_options
+@click.option("--embeddings", is_flag=True, help="Also store each instance's appearance vector (the model's "
+              "box-head feature, unit length) as column `embedding`: a fixed-size list of float16.")
 @click.option("--address", help="Ray cluster: auto, ray://HOST:10001, or http://HOST:8265 (Jobs API). "
               "Default: an embedded Ray on this machine.")
 @click.option("--overwrite", is_flag=True, help="Replace a different job already in OUT.")

@@ -26,7 +26,7 @@ from maskray.models.weight_integrity import parse_digest
 RESULT_FIELDS = (
     "sources", "model", "weights", "min_size", "max_size", "score_threshold",
     "mask_threshold", "max_instances", "pre_nms_top", "precision", "every", "fps", "keyframes",
-    "classes", "class_thresholds", "track", "tracker",
+    "classes", "class_thresholds", "track", "tracker", "embeddings",
 )
 # Frame numbers and times do not depend on where videos are cut, so without tracking a
 # resume may use another --segment-seconds (it re-plans; shards of the old cut not in the
@@ -77,6 +77,7 @@ class JobSpec:
     class_thresholds: dict = field(default_factory=dict)  # category -> score threshold
     track: bool = True  # video: track ids across frames and segments
     tracker: dict = field(default_factory=dict)  # TrackerConfig fields that differ from defaults
+    embeddings: bool = False  # store each instance's appearance vector (column `embedding`)
     extra: dict = field(default_factory=dict)  # room for options a later version adds
 
     def __post_init__(self):

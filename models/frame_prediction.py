@@ -29,6 +29,8 @@ class FramePrediction:
     masks_rle: N COCO counts strings of (height, width) masks, None without a mask head.
     mask_areas: (N,) int64 foreground pixels, None without a mask head.
     keypoints: (N, K, 3) float32 x, y, score, None without a keypoint head.
+    embeddings: (N, D) float32 unit vectors, each instance's box-head feature (its appearance,
+        for tracking), None for models without one.
     """
 
     height: int
@@ -40,6 +42,7 @@ class FramePrediction:
     masks_rle: list[str] | None = per_instance()
     mask_areas: np.ndarray | None = per_instance()
     keypoints: np.ndarray | None = per_instance()
+    embeddings: np.ndarray | None = per_instance(default=None)
 
     def __len__(self) -> int:
         return len(self.scores)

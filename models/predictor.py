@@ -69,6 +69,14 @@ class Predictor:
         self._detects_nothing = getattr(model, "detects_nothing", False)  # the null model
         self.forward_s = 0.0  # seconds inside the model itself, over all calls (profiling)
 
+    @property
+    def embedding_size(self) -> int | None:
+        """Length of each instance's appearance vector (the box head's output), or None for a
+        model without one."""
+        predictor = getattr(getattr(self.model, "roi_heads", None), "box_predictor", None)
+        score = getattr(predictor, "cls_score", None)
+        return int(score.in_features) if score is not None else None
+
     def predict(self, frames: list[np.ndarray]) -> list[FramePrediction]:
         """Instances of each frame (HxWx3 uint8 RGB arrays, any sizes), in input order."""
         frames = list(frames)
@@ -120,6 +128,8 @@ class Predictor:
                 points = output["keypoints"][order].float().clone()
                 points[:, :, 2] = output["keypoints_scores"][order].float()
                 fields[f"{index}.keypoints"] = points
+            if "embeddings" in output:
+                fields[f"{index}.embeddings"] = output["embeddings"][order].float()
         if binary_masks:
             for name, value in mask_runs(binary_masks).items():
                 fields[f"runs.{name}"] = value.to(binary_masks[0].device)
@@ -141,6 +151,7 @@ class Predictor:
                 masks_rle=masks_rle,
                 mask_areas=host[f"{index}.areas"] if masks_rle is not None else None,
                 keypoints=host.get(f"{index}.keypoints"),
+                embeddings=host.get(f"{index}.embeddings"),
             )
             predictions.append(ranked[: int((scores >= 0).sum())])  # the filtered ones come last
         return predictions

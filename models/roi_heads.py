@@ -12,6 +12,8 @@ Two differences to torchvision's class, both constructor arguments:
   predicted class's probability either way.
 The forward composes the box, mask and keypoint branches from torchvision's own functions,
 except that keypoint heatmaps are decoded for all instances at once (models/keypoints.py).
+At inference each detection also carries `embeddings`: the box head's feature of the proposal
+it came from, L2-normalised, its appearance for tracking (pipeline/tracking/tracker.py).
 """
 
 from __future__ import annotations
@@ -75,10 +77,13 @@ class DetectionRoIHeads(tv.RoIHeads):
             rois = [p[f] for p, f in zip(proposals, foreground)]
             matched = [m[f] for m, f in zip(matched, foreground)]
         else:
-            boxes, scores, classes = self.postprocess_detections(
+            boxes, scores, classes, sources = self._postprocess(
                 class_logits, box_regression, proposals, image_shapes)
-            result = [{"boxes": b, "labels": c, "scores": s}
-                      for b, s, c in zip(boxes, scores, classes)]
+            # Each kept detection's box-head feature, the appearance a tracker compares.
+            embeddings = torch.nn.functional.normalize(pooled.flatten(1).float(), dim=1)
+            offsets = [0] + torch.tensor([len(p) for p in proposals]).cumsum(0).tolist()
+            result = [{"boxes": b, "labels": c, "scores": s, "embeddings": embeddings[offset + i]}
+                      for b, s, c, i, offset in zip(boxes, scores, classes, sources, offsets)]
             rois = boxes
         if self.has_mask():
             self._mask_branch(features, rois, image_shapes, targets, matched if self.training else None,
@@ -127,11 +132,17 @@ class DetectionRoIHeads(tv.RoIHeads):
         The host syncs per image are a fixed few (one selection, the NMS), whatever the
         threshold or the number of candidates.
         """
+        return self._postprocess(class_logits, box_regression, proposals, image_shapes)[:3]
+
+    def _postprocess(self, class_logits: Tensor, box_regression: Tensor,
+                     proposals: list[Tensor], image_shapes: list[tuple[int, int]]):
+        """`postprocess_detections`' boxes, scores and labels, and per image the index of each
+        detection's proposal (which box-head feature it came from)."""
         num_classes = class_logits.shape[-1]
         counts = [len(p) for p in proposals]
         decoded = self.box_coder.decode(box_regression, proposals).split(counts)
         probabilities = torch.softmax(class_logits, -1).split(counts)
-        all_boxes, all_scores, all_labels = [], [], []
+        all_boxes, all_scores, all_labels, all_sources = [], [], [], []
         for boxes, scores, shape in zip(decoded, probabilities, image_shapes):
             boxes = box_ops.clip_boxes_to_image(boxes, shape)[:, 1:].reshape(-1, 4)
             labels = torch.arange(1, num_classes, device=scores.device).repeat(len(scores))
@@ -143,7 +154,8 @@ class DetectionRoIHeads(tv.RoIHeads):
             all_boxes.append(boxes[keep])
             all_scores.append(scores[keep])
             all_labels.append(labels[keep])
-        return all_boxes, all_scores, all_labels
+            all_sources.append(torch.div(chosen[keep], num_classes - 1, rounding_mode="floor"))
+        return all_boxes, all_scores, all_labels, all_sources
 
     def _candidates(self, boxes: Tensor, scores: Tensor, labels: Tensor) -> Tensor:
         """Indices (ascending) of the candidates above the threshold with a non-empty box (and

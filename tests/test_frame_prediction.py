@@ -27,6 +27,7 @@ def _prediction(height: int, width: int, boxes: list) -> FramePrediction:
         masks_rle=masks,
         mask_areas=np.array([int((x2 - x1) * (y2 - y1)) for x1, y1, x2, y2 in boxes], np.int64),
         keypoints=np.zeros((count, 2, 3), np.float32),
+        embeddings=np.eye(count, 4, dtype=np.float32),  # instance i's appearance: unit vector e_i
     )
 
 
@@ -42,6 +43,7 @@ def test_indexing_keeps_every_field_in_step():
         assert kept.categories == [f"c{i}" for i in expected]
         assert kept.category_ids.tolist() == [i + 1 for i in expected]
         assert kept.masks_rle == [prediction.masks_rle[i] for i in expected]
+        assert kept.embeddings.argmax(axis=1).tolist() == expected
     with pytest.raises(IndexError):
         prediction[[True, False]]  # a mask of the wrong length is a bug, never a silent crop
 

@@ -33,7 +33,7 @@ def moving(start, step, t):
 
 
 def test_two_objects_keep_their_tracks_through_a_missed_frame_and_a_low_score():
-    tracker = Tracker(TrackerConfig(max_gap=3))
+    tracker = Tracker(TrackerConfig(max_gap=3, new_track_score=0.8))
     seen = []
     for t in range(8):
         a, b = moving((10, 10), (4, 0), t), moving((100, 60), (-4, 2), t)
@@ -68,7 +68,7 @@ def test_tracks_follow_masks_and_the_tracker_is_repeatable():
             canvas[20:40, cx:cx + 16] = 1
             masks.append(mask_utils.encode(np.asfortranarray(canvas))["counts"].decode())
         boxes = [[20 + 3 * t, 20, 36 + 3 * t, 40], [90 - 3 * t, 20, 106 - 3 * t, 40]]
-        return Detections(np.array(boxes, np.float32), np.array([0.9, 0.85], np.float32),
+        return Detections(np.array(boxes, np.float32), np.array([0.95, 0.92], np.float32),
                           np.array([1, 1], np.int32), masks, 64, 128)
 
     runs = []

@@ -64,7 +64,7 @@ class Instance:
     track_id: Optional[int] = None  # a video's shape keeps its id in every frame
 
 
-def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+def random_background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     """A textured or noisy background: smooth blobs, stripes, a gradient, or plain noise."""
     kind = rng.integers(4)
     base = rng.uniform(30, 225, size=3)
@@ -125,7 +125,7 @@ def extreme_points(mask: np.ndarray) -> np.ndarray:
     return np.array([(x + 0.5, y + 0.5, 2.0) for x, y in points], dtype=np.float32)
 
 
-def _random_shape(rng: np.random.Generator, width: int, height: int, background: np.ndarray) -> Shape:
+def random_shape(rng: np.random.Generator, width: int, height: int, background: np.ndarray) -> Shape:
     size = rng.uniform(0.06, 0.2) * min(width, height)
     return Shape(
         category_id=int(rng.integers(1, 4)),
@@ -138,7 +138,7 @@ def _random_shape(rng: np.random.Generator, width: int, height: int, background:
     )
 
 
-def _compose(rng: np.random.Generator, background: np.ndarray, shapes: list[Shape]) -> tuple[np.ndarray, list[Instance]]:
+def compose(rng: np.random.Generator, background: np.ndarray, shapes: list[Shape]) -> tuple[np.ndarray, list[Instance]]:
     """Paints shapes in order over the background; returns the image and visible instances."""
     height, width = background.shape[:2]
     image = background.copy()
@@ -166,7 +166,7 @@ def _place_shapes(rng: np.random.Generator, width: int, height: int, background:
     shapes: list[Shape] = []
     for _ in range(int(rng.integers(1, max_shapes + 1))):
         for _attempt in range(10):
-            candidate = _random_shape(rng, width, height, background)
+            candidate = random_shape(rng, width, height, background)
             new = _shape_mask(candidate, width, height)
             if all((_shape_mask(s, width, height) & new).sum() < 0.5 * _shape_mask(s, width, height).sum()
                    for s in shapes):
@@ -178,8 +178,8 @@ def _place_shapes(rng: np.random.Generator, width: int, height: int, background:
 def render_image(rng: np.random.Generator, width: int = 256, height: int = 256,
                  max_shapes: int = 6) -> tuple[np.ndarray, list[Instance]]:
     """One synthetic picture: RGB (H, W, 3) uint8 and its visible instances."""
-    background = _background(rng, width, height)
-    return _compose(rng, background, _place_shapes(rng, width, height, background, max_shapes))
+    background = random_background(rng, width, height)
+    return compose(rng, background, _place_shapes(rng, width, height, background, max_shapes))
 
 
 def _advance(shape: Shape, width: int, height: int) -> None:
@@ -196,13 +196,13 @@ def _advance(shape: Shape, width: int, height: int) -> None:
 def render_video(rng: np.random.Generator, num_frames: int, width: int = 256, height: int = 192,
                  max_shapes: int = 5) -> tuple[list[np.ndarray], list[list[Instance]]]:
     """Frames of moving, spinning shapes over a fixed background, with per-frame instances."""
-    background = _background(rng, width, height)
+    background = random_background(rng, width, height)
     shapes = _place_shapes(rng, width, height, background, max_shapes)
     for identity, shape in enumerate(shapes, start=1):
         shape.identity = identity
     frames, truths = [], []
     for _ in range(num_frames):
-        rgb, instances = _compose(rng, background, shapes)
+        rgb, instances = compose(rng, background, shapes)
         frames.append(rgb)
         truths.append(instances)
         for shape in shapes:
@@ -210,7 +210,7 @@ def render_video(rng: np.random.Generator, num_frames: int, width: int = 256, he
     return frames, truths
 
 
-def write_video(path: Path, frames: list[np.ndarray], fps: int = 10) -> None:
+def write_video(path: Path, frames: list[np.ndarray], fps: int = 10, keyframe_every: int = 25) -> None:
     """Encodes RGB frames as H.264 (mpeg4 where libx264 is missing), one thread, so it is repeatable."""
     import av
 
@@ -220,7 +220,8 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 10) -> None:
         stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
         stream.pix_fmt = "yuv420p"
         stream.thread_count = 1
-        stream.options = {"crf": "18", "g": "25"} if codec == "libx264" else {"qscale": "2", "g": "25"}
+        gop = str(keyframe_every)
+        stream.options = {"crf": "18", "g": gop} if codec == "libx264" else {"qscale": "2", "g": gop}
         for rgb in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
                 container.mux(packet)
@@ -242,8 +243,13 @@ class SyntheticSet:
 
 def generate_shapes(root, *, images: int = 8, videos: int = 0, frames: int = 20, seed: int = 0,
                     width: int = 192, height: int = 192, video_width: int = 256, video_height: int = 192,
-                    max_shapes: int = 6, fps: int = 10) -> SyntheticSet:
-    """Writes `images` pictures and `videos` clips of `frames` frames, with COCO ground truth."""
+                    max_shapes: int = 6, fps: int = 10, scene=None) -> SyntheticSet:
+    """Writes `images` pictures and `videos` clips of `frames` frames, with COCO ground truth.
+
+    scene: a `shape_scenes.Scene` (occlusion, leaving and coming back, stops, shake, ...) for the
+    videos, which then take its length, frame rate and keyframe interval instead of `frames`
+    and `fps`; None keeps the plain videos (steady shapes, still camera).
+    """
     root = Path(root)
     rng = np.random.default_rng(seed)
     images_dir = root / "images"
@@ -263,9 +269,13 @@ def generate_shapes(root, *, images: int = 8, videos: int = 0, frames: int = 20,
         videos_dir.mkdir(exist_ok=True)
         moving = CocoWriter()
         for index in range(videos):
-            clip, truths = render_video(rng, frames, video_width, video_height, max_shapes)
             name = f"shapes_video_{index:03d}.mp4"
-            write_video(videos_dir / name, clip, fps)
+            if scene is None:
+                clip, truths = render_video(rng, frames, video_width, video_height, max_shapes)
+                write_video(videos_dir / name, clip, fps)
+            else:
+                clip, truths = scene.render(rng, video_width, video_height)
+                write_video(videos_dir / name, clip, scene.fps, scene.keyframe_every)
             for frame, instances in enumerate(truths):
                 moving.add({"file_name": name, "source": name, "frame": frame,
                             "width": video_width, "height": video_height}, instances)

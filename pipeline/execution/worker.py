@@ -25,7 +25,8 @@ import pyarrow as pa
 
 from maskray.pipeline.inputs.geometry import restore
 from maskray.pipeline.inputs.shard_frames import iter_shard_frames, video_segment
-from maskray.pipeline.output.schema import FrameError, FrameRef, error_batches, predictions_to_batches
+from maskray.pipeline.output.schema import (FrameError, FrameRef, error_batches, instances_schema,
+                                            predictions_to_batches)
 
 _END = object()
 
@@ -34,7 +35,8 @@ class ShardWorker:
     """Holds one Predictor; `process(shard)` decodes, predicts, writes and commits a shard."""
 
     def __init__(self, predictor_config: dict, sink, batch_size: int, force_cpu: bool = False,
-                 tracking: Optional[dict] = None, weights_data: Optional[bytes] = None):
+                 tracking: Optional[dict] = None, weights_data: Optional[bytes] = None,
+                 embeddings: bool = False):
         from maskray.errors import MaskrayError
         from maskray.models.predictor import Predictor, PredictorConfig
 
@@ -55,6 +57,8 @@ class ShardWorker:
         self.batch_size = max(1, int(batch_size))
         self.model_name = predictor_config.get("model")
         self.tracking = tracking  # TrackerConfig fields: video segments are tracked; None: off
+        # `--embeddings`: store each instance's appearance vector (its size is the model's).
+        self.embedding_size = self.predictor.embedding_size if embeddings and self.startup_error is None else None
         # pyarrow imports pandas on its first pa.array() (about 1 s): pay that while the
         # replica starts, not inside its first shard.
         pa.array([0])
@@ -85,6 +89,7 @@ class ShardWorker:
         writer = self.sink.shard_writer(
             shard.id, attempt,
             {"maskray.model": self.model_name, "maskray.weights_id": self.predictor.weights_id},
+            **({"instances_schema": instances_schema(self.embedding_size)} if self.embedding_size else {}),
         )
         counts = {"frames": 0, "errors": 0, "instances": 0, "transient_errors": 0}
         timings = {"decode_wait_s": 0.0, "infer_s": 0.0}
@@ -109,7 +114,7 @@ class ShardWorker:
                 own = [i for i, r in enumerate(pending_refs) if r.frame not in lookahead]
                 refs = [pending_refs[i] for i in own]
                 predictions, tracks = [predictions[i] for i in own], [tracks[i] for i in own]
-            instances, frames = predictions_to_batches(refs, predictions, shard.id, tracks)
+            instances, frames = predictions_to_batches(refs, predictions, shard.id, tracks, self.embedding_size)
             writer.add(instances, frames)
             counts["frames"] += len(refs)
             counts["instances"] += instances.num_rows
@@ -121,7 +126,7 @@ class ShardWorker:
         items = _failure_rows(shard, failure, output) if failure else _decode_ahead(shard, output, self.batch_size, timings)
         for item in items:
             if isinstance(item, FrameError):
-                writer.add(*error_batches([item], shard.id))
+                writer.add(*error_batches([item], shard.id, self.embedding_size))
                 counts["frames"] += 1
                 counts["errors"] += 1
                 # An error that may go away (a storage timeout): a resume redoes the shard.

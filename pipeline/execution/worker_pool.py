@@ -68,7 +68,7 @@ class WorkerPool:
         # The weights' ObjectRef as a top-level argument: Ray hands each replica the bytes
         # (fetched to its node once), so no replica reads the weights' location itself.
         self._args = (predictor_config(spec, weights), sink, spec.batch_size, bool(spec.cpu), tracking_config(spec),
-                      weights.ref if weights is not None else None)
+                      weights.ref if weights is not None else None, bool(getattr(spec, "embeddings", False)))
         self._on_started = on_started or (lambda placement: None)
         self._follow = follow
         self._idle: list[Replica] = []

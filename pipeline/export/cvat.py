@@ -59,7 +59,8 @@ class CvatExporter(Exporter):
         processed = [f.frame for f in frames]
         tracks: dict[int, list[dict]] = {}
         for row in rows:
-            tracks.setdefault(row["track_id"], []).append(row)
+            if row["track_id"] is not None:  # an instance of a track never confirmed is in no track
+                tracks.setdefault(row["track_id"], []).append(row)
         name = self.context.file_name(source, frames[0]).rsplit("/", 1)[0]
         file = StreamedFile(storage.join(self.dest, name, "annotations.xml"))
         file.write(_header("interpolation", processed[-1] + 1, self.context.categories,

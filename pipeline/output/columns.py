@@ -97,6 +97,21 @@ class InstanceRows:
                 values.extend(np.asarray(p.keypoints, dtype=np.float32).reshape(len(p), -1).tolist())
         return values
 
+    def embeddings(self, size: int) -> pa.Array:
+        values = np.zeros((self.total, size), np.float16)
+        valid = np.ones(self.total, bool)
+        start = 0
+        for p in self.predictions:
+            count = len(p)
+            rows = getattr(p, "embeddings", None)
+            if count and rows is not None and np.asarray(rows).shape[-1] == size:
+                values[start:start + count] = np.asarray(rows).reshape(count, size)
+            else:
+                valid[start:start + count] = False
+            start += count
+        flat = pa.array(values.reshape(-1), pa.float16())
+        return pa.FixedSizeListArray.from_arrays(flat, size, mask=pa.array(~valid))
+
     def track_numbers(self):
         if self.tracks is None:
             return [None] * self.total
@@ -135,6 +150,15 @@ INSTANCE_COLUMNS: tuple[Column, ...] = (
     # `track_id`, the video's id, which stitching maps these numbers to.
     Column("track", pa.int32(), True, InstanceRows.track_numbers),
 )
+
+
+EMBEDDING = "embedding"  # the optional column (`submit --embeddings`), after INSTANCE_COLUMNS
+
+
+def embedding_column(size: int) -> Column:
+    """Each instance's appearance vector (the model's box-head feature, unit length) as a
+    fixed-size list of `size` float16; null for an instance whose model gave none."""
+    return Column(EMBEDDING, pa.list_(pa.float16(), size), True, lambda rows: rows.embeddings(size))
 
 
 class FrameRows:

@@ -30,6 +30,7 @@ from maskray.pipeline import storage
 from maskray.pipeline.output import commit_log, layout, part_check, sink
 from maskray.pipeline.output.commit_log import Committed
 from maskray.pipeline.output.layout import CommitRecord
+from maskray.pipeline.output.columns import EMBEDDING
 from maskray.pipeline.output.schema import FRAMES_SCHEMA, INSTANCES_SCHEMA
 from maskray.pipeline.output.track_table import current_tracks_dir, join_keys, read_track_ids
 
@@ -223,6 +224,9 @@ class Output:
 
     def _register_instances(self, connection, with_track_ids: bool = True) -> None:
         parts = self.dataset("instances")
+        if EMBEDDING in parts.schema.names:  # float16, which DuckDB cannot read from Arrow: kept
+            # to the Parquet parts and `instances_table` (docs/tracking.md), out of SQL's view.
+            parts = parts.replace_schema(pa.schema([f for f in parts.schema if f.name != EMBEDDING]))
         connection.register("instance_parts", parts)
         if "track" not in parts.schema.names:  # an output written before tracking existed
             connection.execute("CREATE TEMP VIEW instances AS SELECT *, NULL::BIGINT AS track_id FROM instance_parts")

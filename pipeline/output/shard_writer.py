@@ -30,7 +30,8 @@ class ShardWriter:
     returns it. Nothing is visible to readers before the commit record exists.
     """
 
-    def __init__(self, sink, shard_id: str, attempt: int, metadata: dict):
+    def __init__(self, sink, shard_id: str, attempt: int, metadata: dict,
+                 instances_schema: pa.Schema = INSTANCES_SCHEMA):
         self.sink = sink
         self.shard_id = shard_id
         self.attempt = attempt
@@ -42,7 +43,7 @@ class ShardWriter:
         self._pending: dict[str, list[pa.RecordBatch]] = {}
         self._pending_rows: dict[str, int] = {}
         self.rows: dict[str, int] = {}
-        for table, schema in TABLES.items():
+        for table, schema in dict(TABLES, instances=instances_schema).items():
             self._buffers[table] = pa.BufferOutputStream()
             self._writers[table] = pq.ParquetWriter(self._buffers[table], schema.with_metadata(meta),
                                                     compression="zstd")

@@ -91,8 +91,8 @@ class OutputSink:
         return job_record
 
     # ---- worker: one shard ------------------------------------------------------------------
-    def shard_writer(self, shard_id: str, attempt: int, metadata: dict) -> ShardWriter:
-        return ShardWriter(self, shard_id, attempt, metadata)
+    def shard_writer(self, shard_id: str, attempt: int, metadata: dict, **options) -> ShardWriter:
+        return ShardWriter(self, shard_id, attempt, metadata, **options)
 
     def check_owner(self) -> None:
         """StaleWriterError unless OUT still holds our job and our driver's lease."""

@@ -19,11 +19,21 @@ def _setting(default, help: str, low=None, high=None):
 class TrackerConfig:
     """The tracker's settings (the `--track-*` flags of `maskray submit`)."""
 
-    high_score: float = _setting(0.7, "detections scoring this are matched first; lower ones only extend tracks", 0.0, 1.0)
-    match_iou: float = _setting(0.3, "least mask/box IoU to continue a track", 0.0, 1.0)
+    high_score: float = _setting(0.6, "detections scoring this are matched first; lower ones only extend tracks", 0.0, 1.0)
+    match_iou: float = _setting(0.2, "least mask/box IoU to continue a track", 0.0, 1.0)
     low_match_iou: float = _setting(0.5, "least IoU for a low-scoring detection to continue a track", 0.0, 1.0)
-    max_gap: int = _setting(10, "processed frames a track survives without a detection", 0)
+    max_gap: int = _setting(30, "processed frames a track survives without a detection", 0)
     same_category: bool = _setting(True, "a track only takes detections of its own category")
+    confirm_hits: int = _setting(2, "detections in a row a new track needs to become a track (1: at once); "
+                                    "instances of tracks never confirmed get no track_id", 1, 100)
+    new_track_score: float = _setting(0.9, "least score of a detection that may start a track (lower ones "
+                                           "only continue tracks)", 0.0, 1.0)
+    appearance_weight: float = _setting(0.3, "weight of appearance (cosine of the model's box-head features) "
+                                             "beside IoU when tracks compete for a detection", 0.0, 1.0)
+    reid_similarity: float = _setting(0.7, "least appearance cosine to pick a lost track up again without "
+                                           "any overlap (above 1: never)", 0.0, 2.0)
+    reid_reach: float = _setting(3.0, "how far a lost track may be picked up again, in its box diagonals "
+                                      "from where its motion puts it", 0.0)
 
     def to_dict(self) -> dict:
         return asdict(self)
