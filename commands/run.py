@@ -93,6 +93,9 @@ def status_command(target, address, as_json):
         return 0
     import json
 
+    from maskray.pipeline.output.arrow_import import import_dataset_module
+
+    import_dataset_module()
     from maskray.pipeline.output.status import format_status, output_status
     from maskray.pipeline.storage import canonical
 
