@@ -40,6 +40,9 @@ from maskray.models.choices import PRECISIONS
 @click.option("--track/--no-track", default=True, show_default=True,
               help="Video: give instances a track_id, stable across segments (costs well under 1% of a worker's time).")
 @tracker_options
+@click.option("--compact/--no-compact", default=True, show_default=True,
+              help="When the job ends, merge its parts into a few large files (as `maskray compact`), so a "
+              "query opens a few files, not two per shard; --no-compact keeps the parts as committed.")
 @click.option("--address", help="Ray cluster: auto, ray://HOST:10001, or http://HOST:8265 (Jobs API). "
               "Default: an embedded Ray on this machine.")
 @click.option("--overwrite", is_flag=True, help="Replace a different job already in OUT.")

@@ -70,6 +70,7 @@ class JobSpec:
     class_thresholds: dict = field(default_factory=dict)  # category -> score threshold
     track: bool = True  # video: track ids across frames and segments
     tracker: dict = field(default_factory=dict)  # TrackerConfig fields that differ from defaults
+    compact: bool = True  # when the job ends, merge its parts into a few large files (--no-compact: keep them)
     extra: dict = field(default_factory=dict)  # room for options a later version adds
 
     def __post_init__(self):

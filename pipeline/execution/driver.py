@@ -27,8 +27,9 @@ from maskray.errors import MaskrayError
 from maskray.pipeline.execution.autoscale_request import ResourceRequest
 from maskray.pipeline.execution.cluster_watch import exit_lost
 from maskray.pipeline.execution.dispatch import dispatch, pool_snapshot
+from maskray.pipeline.execution.end_compaction import compact_finished_job
 from maskray.pipeline.execution.planning_tasks import ClusterRunner
-from maskray.pipeline.execution.job_record import job_record
+from maskray.pipeline.execution.job_record import job_record as make_job_record
 from maskray.pipeline.execution.heartbeat import LEASE_TTL_S, Heartbeat
 from maskray.pipeline.execution.progress import Progress
 from maskray.pipeline.execution.startup import Once, list_sources
@@ -75,7 +76,7 @@ def run(spec, *, overwrite: bool = False, connect: Optional[Callable[[], None]] 
     media = list_sources(spec, connect, overwrite)  # UsageError for a missing or empty source
     sink = OutputSink(spec.output)
     job_record = sink.on_write_start(
-        lambda previous: job_record(spec, previous, maskray_version),
+        lambda previous: make_job_record(spec, previous, maskray_version),
         overwrite=overwrite, sources=spec.sources, lease_ttl_s=LEASE_TTL_S,
     )
     heartbeat = Heartbeat(sink, job_record["job_id"])
@@ -181,6 +182,9 @@ def _run(spec, sink: OutputSink, media, job_record, heartbeat: Heartbeat, connec
         f" {summary['run']['retries']} retries, {summary['run']['preemptions']} preemptions,"
         f" {summary['run']['requeued_shards']} shards requeued free; output {spec.output}"
     )
+    if getattr(spec, "compact", False):  # a few large files instead of two per shard
+        heartbeat.phase = "compacting"
+        compact_finished_job(spec.output, sink.lease, progress.log)
     return JobOutcome(3 if errors else 0, summary)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -51,12 +52,15 @@ class Compaction:
     generation: int  # the manifest readers use now
 
 
-def compact(output: str, target_bytes: int = TARGET_BYTES) -> Compaction:
+def compact(output: str, target_bytes: int = TARGET_BYTES, held: Optional[Lease] = None) -> Compaction:
     """Merge the committed parts of the finished job in `output`; UsageError (one line) if
-    there is no job, it is still running, or it has not finished."""
+    there is no job, it is still running, or it has not finished.
+
+    held: OUT's lease when the caller holds it already (a driver at the end of its job: no
+    other writer gets in between); compaction then neither takes nor gives back a lease."""
     job = _read_job(output)
     try:
-        lease = Lease(output, LEASE_TTL_S, command="compact").acquire()
+        lease = held or Lease(output, LEASE_TTL_S, command="compact").acquire()
     except OSError as error:
         raise UsageError(f"cannot write to output {output}: {first_line(error)}") from None
     try:
@@ -81,7 +85,8 @@ def compact(output: str, target_bytes: int = TARGET_BYTES) -> Compaction:
         finish_cleanup(output, pointer)
         return Compaction(output, before, _distinct_parts(table), merged, table.num_rows, generation)
     finally:
-        lease.release()
+        if held is None:
+            lease.release()
 
 
 def finish_cleanup(output: str, pointer: dict) -> None:
