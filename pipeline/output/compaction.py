@@ -23,8 +23,10 @@ whose sources changed) is filtered out of it by readers (commit_log.Committed.pa
 from __future__ import annotations
 
 import hashlib
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -39,6 +41,7 @@ from maskray.pipeline.output.commit_log_writer import CommitLogWriter, delete_fi
 
 TARGET_BYTES = 128 * 2**20
 ROW_GROUP_ROWS = 65_536
+IN_FLIGHT = 16  # part reads and deletes at once
 LEASE_TTL_S = 120.0  # as a driver's: compaction of a large job takes minutes, not hours
 
 
@@ -100,8 +103,9 @@ def finish_cleanup(output: str, pointer: dict) -> None:
     except FileNotFoundError:
         return
     current = commit_log.read_manifest(output, pointer["manifest"])
-    for path in sorted(_paths(old) - _paths(current)):
-        delete_file(layout.relative_uri(output, path))
+    gone = [layout.relative_uri(output, path) for path in sorted(_paths(old) - _paths(current))]
+    with ThreadPoolExecutor(IN_FLIGHT) as pool:  # on S3 a request each: in parallel
+        list(pool.map(delete_file, gone))
     delete_file(layout.relative_uri(output, previous))
 
 
@@ -163,6 +167,19 @@ def _plan(table: pa.Table, name: str, target_bytes: int) -> list[list[str]]:
     return [group for group in groups if len(group) > 1 or (group and group[0] in stale)]
 
 
+def _read_ahead(uris: list[str]) -> Iterator[bytes]:
+    """The bytes of `uris` in order, up to IN_FLIGHT read ahead (on S3 a GET each: thousands
+    read one after another would take most of a large job's compaction)."""
+    with ThreadPoolExecutor(IN_FLIGHT) as pool:
+        pending: deque = deque()
+        for uri in uris:
+            pending.append(pool.submit(storage.read_bytes, uri))
+            if len(pending) >= IN_FLIGHT:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 def _merge(output: str, table: pa.Table, name: str, group: list[str], merged_name: str) -> pa.Table:
     """Write the rows of `group`'s parts that belong to their committed shards into one file;
     returns the manifest table with those shards' records naming it."""
@@ -171,8 +188,8 @@ def _merge(output: str, table: pa.Table, name: str, group: list[str], merged_nam
     shards = table.filter(naming)["shard"]
     buffer = pa.BufferOutputStream()
     writer, pending, pending_rows, rows = None, [], 0, 0
-    for path in group:
-        part = pq.read_table(pa.BufferReader(storage.read_bytes(layout.relative_uri(output, path))))
+    for data in _read_ahead([layout.relative_uri(output, path) for path in group]):
+        part = pq.read_table(pa.BufferReader(data))
         part = part.filter(pc.is_in(part["shard"], value_set=shards))  # a merged part may hold withdrawn rows
         if writer is None:
             metadata = {k: v for k, v in (part.schema.metadata or {}).items() if k != b"maskray.shard"}
