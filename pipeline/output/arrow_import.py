@@ -2,7 +2,7 @@
 
 `import pyarrow.dataset` builds a default expression (`pa.scalar(True)`), and `pa.scalar` asks
 pyarrow's pandas shim whether its value is a pandas object, which imports pandas: 0.4-1.2 s of
-a `maskray query` that never touches pandas (about half its time on a compacted OUT).
+a `maskray query` that never touches pandas (about a third of its time on a compacted OUT).
 `query`, `status` and `export` call `import_dataset_module()` first: pandas is hidden while
 pyarrow.dataset loads, and pyarrow imports it only when it next needs it (`to_pandas()`,
 `pa.table(data_frame)` still work). Where pandas or pyarrow.dataset is loaded already (a
