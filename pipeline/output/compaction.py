@@ -138,6 +138,15 @@ def _distinct_parts(table: pa.Table) -> int:
     return len(_paths(table))
 
 
+def _write_committed(writer: pq.ParquetWriter, parts: list[pa.Table], shards: pa.Array) -> int:
+    """Write the rows of `parts` whose shard is one of `shards` (a merged part may hold rows of
+    shards withdrawn since); returns how many."""
+    rows = pa.concat_tables(parts)
+    rows = rows.filter(pc.is_in(rows["shard"], value_set=shards))
+    writer.write_table(rows, row_group_size=ROW_GROUP_ROWS)
+    return rows.num_rows
+
+
 def _plan(table: pa.Table, name: str, target_bytes: int) -> list[list[str]]:
     """Groups of part paths (in shard order) of about `target_bytes` each; a part as large as
     the target, or a group of one, stays as it is (unless it holds rows no longer committed)."""
@@ -167,17 +176,22 @@ def _plan(table: pa.Table, name: str, target_bytes: int) -> list[list[str]]:
     return [group for group in groups if len(group) > 1 or (group and group[0] in stale)]
 
 
-def _read_ahead(uris: list[str]) -> Iterator[bytes]:
-    """The bytes of `uris` in order, up to IN_FLIGHT read ahead (on S3 a GET each: thousands
-    read one after another would take most of a large job's compaction)."""
+def _read_ahead(uris: list[str]) -> Iterator[pa.Table]:
+    """The parts at `uris`, in order, up to IN_FLIGHT read and parsed ahead in threads (on S3 a
+    GET each: thousands read one after another would take most of a large job's compaction)."""
     with ThreadPoolExecutor(IN_FLIGHT) as pool:
         pending: deque = deque()
         for uri in uris:
-            pending.append(pool.submit(storage.read_bytes, uri))
+            pending.append(pool.submit(_read_part, uri))
             if len(pending) >= IN_FLIGHT:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+
+
+def _read_part(uri: str) -> pa.Table:
+    # ParquetFile rather than pq.read_table, which builds a dataset per file: half the time.
+    return pq.ParquetFile(pa.BufferReader(storage.read_bytes(uri))).read()
 
 
 def _merge(output: str, table: pa.Table, name: str, group: list[str], merged_name: str) -> pa.Table:
@@ -188,20 +202,17 @@ def _merge(output: str, table: pa.Table, name: str, group: list[str], merged_nam
     shards = table.filter(naming)["shard"]
     buffer = pa.BufferOutputStream()
     writer, pending, pending_rows, rows = None, [], 0, 0
-    for data in _read_ahead([layout.relative_uri(output, path) for path in group]):
-        part = pq.read_table(pa.BufferReader(data))
-        part = part.filter(pc.is_in(part["shard"], value_set=shards))  # a merged part may hold withdrawn rows
+    for part in _read_ahead([layout.relative_uri(output, path) for path in group]):
         if writer is None:
             metadata = {k: v for k, v in (part.schema.metadata or {}).items() if k != b"maskray.shard"}
             writer = pq.ParquetWriter(buffer, part.schema.with_metadata(metadata), compression="zstd")
         pending.append(part.cast(writer.schema))
         pending_rows += part.num_rows
-        rows += part.num_rows
         if pending_rows >= ROW_GROUP_ROWS:
-            writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
+            rows += _write_committed(writer, pending, shards)
             pending, pending_rows = [], 0
     if pending:
-        writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
+        rows += _write_committed(writer, pending, shards)
     writer.close()
     data = buffer.getvalue().to_pybytes()
     storage.write_bytes_atomic(layout.relative_uri(output, merged_name), data)
