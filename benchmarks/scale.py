@@ -1,14 +1,8 @@
 """The scale benchmark: many small files and many videos through `maskray submit --model null`.
 
-Inputs per size (generated once into the cache, then reused; `--size 100` is issue 11's set):
-
-    size   images   short videos (2 s, 128x96)   videos of ~5 MB (640x480, 12 s)
-    1x      1,000       10                           1
-    10x    10,000      100                           4
-    100x  100,000    1,000                          40
-
-Images are 64x48 PNGs with distinct pixels; videos are H.264 with B-frames (libx264), a few
-distinct encodes copied under many names (each file is still its own input to maskray).
+Inputs per size (`benchmarks/scale_inputs.py`: 1,000 / 10,000 / 100,000 small images and
+11 / 104 / 1,040 videos, generated once into the cache, then reused; `--size 100` is issue
+11's set).
 
 Local disk by default; `--moto` starts moto's S3 server on 127.0.0.1 (in this process), uploads
 the inputs to a fresh bucket and puts sources and OUT there, counting each command's requests
@@ -21,13 +15,17 @@ alike) and prints each run's figures, then per size every run and each figure's 
 Figures per size: listing + planning seconds (submit start to the driver's "planned N
 shards" log line: planning streams, so shards run meanwhile), time to the first commit,
 driver peak RSS (VmHWM of the submit process), bytes the driver read (`/proc/<pid>/io`
-rchar, against the videos' bytes), frames/s, `status` and a `query` count seconds at the
-end, and files in OUT. Issue 11's targets: the driver reads under 5% of the videos' bytes,
-its RSS at 100x within 2x of 1x, the first commit within 10 s at every size.
+rchar, against the videos' bytes), frames/s, the compaction at the job's end (`compact_s`, part
+of the command's time; `--no-compact` leaves the parts), `status` seconds, `query` seconds of
+`SELECT count(*) FROM instances` (median of 5 fresh processes, wall and CPU seconds: the CPU
+figure moves less with other work on the machine; issue 20's target is under 1.5 s at 100x), and files in OUT (`parts_in_out`: those of the two tables). The last lines print the
+medians of every size side by side. Issue 11's targets: the driver reads under 5% of the
+videos' bytes, its RSS at 100x within 2x of 1x, the first commit within 10 s at every size.
 
     python -m benchmarks.scale --size 1                   # generate and run 1x on local disk
     python -m benchmarks.scale --size 1 10 --repeat 3     # medians of 3 runs of each size
     python -m benchmarks.scale --size 1 --moto            # sources and OUT on moto's S3 server
+    python -m benchmarks.scale --size 1 10 100 --no-compact   # the parts as committed, for comparison
     python -m benchmarks.scale --size 1 10 --generate-only
 """
 
@@ -36,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import resource
 import shutil
 import statistics
 import subprocess
@@ -43,90 +42,29 @@ import sys
 import tempfile
 import threading
 import time
-from fractions import Fraction
 from pathlib import Path
-
-import av
-import numpy as np
 
 from benchmarks.commands import _environment, maskray_command
 from benchmarks.s3_endpoint import MotoEndpoint, upload
+from benchmarks.scale_inputs import SIZES, generate
 
-SIZES = {1: (1_000, 10, 1), 10: (10_000, 100, 4), 100: (100_000, 1_000, 40)}
-DISTINCT_VIDEOS = 10  # encodes per kind; copies fill the rest
-
-
-def generate(size: int, cache: Path) -> Path:
-    """The input folder for `size` (made once; a finished folder carries a `.complete` mark)."""
-    images, short_videos, big_videos = SIZES[size]
-    root = cache / f"scale-{size}x"
-    if (root / ".complete").exists():
-        return root
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    (root / "videos").mkdir(parents=True, exist_ok=True)
-    _images(root / "images", images)
-    shorts = [_encode(cache / "templates" / f"short-{n}.mp4", n, 50, (128, 96)) for n in range(DISTINCT_VIDEOS)]
-    bigs = [_encode(cache / "templates" / f"big-{n}.mp4", n, 300, (640, 480), crf=12) for n in range(2)]
-    for number in range(short_videos):
-        _copy(shorts[number % len(shorts)], root / "videos" / f"short-{number:05d}.mp4")
-    for number in range(big_videos):
-        _copy(bigs[number % len(bigs)], root / "videos" / f"big-{number:03d}.mp4")
-    (root / ".complete").write_text("ok")
-    return root
-
-
-def _images(folder: Path, count: int) -> None:
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for number in range(count):
-        path = folder / f"{number // 1000:03d}" / f"img-{number:06d}.png"
-        if path.exists():
-            continue
-        path.parent.mkdir(exist_ok=True)
-        pixels = np.full((48, 64, 3), rng.integers(0, 255, 3), dtype=np.uint8)
-        pixels[number % 48, :, :] = 255  # distinct content per image
-        Image.fromarray(pixels).save(path)
-
-
-def _encode(path: Path, seed: int, frames: int, size: tuple[int, int], crf: int = 28) -> Path:
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial.mp4")
-    rng = np.random.default_rng(seed)
-    width, height = size
-    texture = rng.integers(0, 255, (height, width * 2, 3), dtype=np.uint8)
-    with av.open(str(partial), "w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"bf": "3", "g": "50", "crf": str(crf), "preset": "veryfast"}
-        stream.codec_context.time_base = Fraction(1, 25)
-        for number in range(frames):
-            shift = (number * 4) % width
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(texture[:, shift:shift + width]), format="rgb24")
-            frame = frame.reformat(format="yuv420p")
-            frame.pts, frame.time_base = number, Fraction(1, 25)
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
-    partial.replace(path)
-    return path
-
-
-def _copy(source: Path, target: Path) -> None:
-    if not target.exists() or target.stat().st_size != source.stat().st_size:
-        shutil.copyfile(source, target)
-
-
-def measure(source: str, output: str, workers: int, requests=None, timeout: float = 3600) -> dict:
+QUERY = "SELECT count(*) FROM instances"  # issue 20's: under 1.5 s at 100x
+QUERY_RUNS = 5  # query_s is the median of these (each a fresh `maskray query` process)
+# The figures the side-by-side table at the end shows, one row each.
+TABLE_ROWS = ("shards", "command_s", "compact_s", "first_commit_s", "frames_per_s", "driver_peak_mb",
+              "status_s", "query_s", "query_min_s", "query_cpu_s", "parts_in_out", "files_in_out",
+              "s3_requests", "status_s3_requests", "query_s3_requests")
+def measure(source: str, output: str, workers: int, requests=None, timeout: float = 3600,
+            compact: bool = True) -> dict:
     """One `maskray submit --model null` over `source` into a fresh `output`; the driver's figures.
 
-    `requests` (an s3_endpoint.RequestCounter) adds the S3 requests each command made.
+    `requests` (an s3_endpoint.RequestCounter) adds the S3 requests each command made (for the
+    query: its first run). compact: False passes `--no-compact` (the parts stay as committed).
     """
     from maskray.pipeline.output import sink
 
     command = maskray_command() + ["submit", source, "--output", output, "--model", "null", "--weights", "none",
-                                   "--workers", str(workers)]
+                                   "--workers", str(workers)] + ([] if compact else ["--no-compact"])
     if requests is not None:
         requests.start()
     started = time.time()
@@ -142,6 +80,10 @@ def measure(source: str, output: str, workers: int, requests=None, timeout: floa
                 seen.setdefault("workers", time.time())
             if line.startswith("maskray: planned "):
                 seen.setdefault("planned", time.time())
+            if line.startswith("maskray: done: "):
+                seen.setdefault("done", time.time())
+            if line.startswith("maskray: compacted "):  # "... in 1.2s"
+                seen["compact_s"] = float(line.rsplit(" in ", 1)[1].rstrip("s\n"))
 
     reader = threading.Thread(target=follow, daemon=True)
     reader.start()
@@ -162,6 +104,7 @@ def measure(source: str, output: str, workers: int, requests=None, timeout: floa
         "workers_ready_s": seen.get("workers", finished) - started,
         "first_commit_s": min(r.committed_at for r in records) - started,
         "command_s": finished - started,
+        "compact_s": seen.get("compact_s", 0.0),  # part of command_s (0: --no-compact, or nothing to merge)
         "shards": len(records),
         "frames": sum(r.frames for r in records),
         "driver_peak_mb": driver["peak_kb"] / 1024,
@@ -172,9 +115,15 @@ def measure(source: str, output: str, workers: int, requests=None, timeout: floa
         requests.take()  # reading the commits above is not the job's
     figures["status_s"] = _timed(maskray_command() + ["status", output])
     status_requests = requests.take() if requests is not None else {}
-    figures["query_s"] = _timed(maskray_command() + ["query", output, "SELECT count(*) FROM frames"])
-    query_requests = requests.take() if requests is not None else {}
+    query = maskray_command() + ["query", output, QUERY]
+    queries = [_timed_cpu(query)]
+    query_requests = requests.take() if requests is not None else {}  # of one query
+    queries += [_timed_cpu(query) for _ in range(QUERY_RUNS - 1)]
+    figures["query_s"] = statistics.median(wall for wall, _ in queries)
+    figures["query_min_s"] = min(wall for wall, _ in queries)
+    figures["query_cpu_s"] = statistics.median(cpu for _, cpu in queries)
     figures["files_in_out"] = _count_files(output)
+    figures["parts_in_out"] = sum(_count_files(f"{output.rstrip('/')}/{table}") for table in ("instances", "frames"))
     if requests is not None:
         requests.stop()
         figures["s3_requests"] = submit_requests.pop("total")
@@ -195,9 +144,18 @@ def _sample(pid: int, driver: dict) -> None:
 
 
 def _timed(command: list[str]) -> float:
+    return _timed_cpu(command)[0]
+
+
+def _timed_cpu(command: list[str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds: user + system) of one run of `command`. On a machine shared
+    with other work the CPU seconds move much less than the wall seconds."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_environment(), check=False)
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def _video_bytes(source: str) -> int:
@@ -252,6 +210,28 @@ def medians(runs: list[dict]) -> dict:
     return found
 
 
+def side_by_side(figures: dict, repeat: int) -> str:
+    """The medians of every size in one table: a row per figure, a column per size."""
+    sizes = list(figures)
+    rows = [key for key in TABLE_ROWS if any(key in figures[size] for size in sizes)]
+    width = max(len(key) for key in rows)
+    lines = [f"medians of {repeat} run{'s' * (repeat != 1)} per size (query_s: median of {QUERY_RUNS} `{QUERY}`"
+             f" each; load average {' '.join(f'{v:.1f}' for v in _load())})",
+             " ".join([" " * width] + [f"{size:>10}" for size in sizes])]
+    for key in rows:
+        lines.append(" ".join([key.ljust(width)] + [f"{figures[size].get(key, ''):>10}" for size in sizes]))
+    return "\n".join(lines)
+
+
+def _load() -> tuple:
+    try:
+        import os
+
+        return os.getloadavg()
+    except OSError:
+        return ()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, nargs="+", choices=sorted(SIZES), default=[1])
@@ -264,6 +244,8 @@ def main(argv=None) -> int:
     parser.add_argument("--output", help="where each size's OUT goes (OUTPUT/out-<size>x; local: removed before "
                                          "each run; s3://: a new prefix under it per run)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--no-compact", dest="compact", action="store_false",
+                        help="submit with --no-compact: the query reads the parts as committed")
     parser.add_argument("--json", type=Path, help="also write every run and the medians here")
     parser.add_argument("--generate-only", action="store_true")
     args = parser.parse_args(argv)
@@ -286,7 +268,8 @@ def main(argv=None) -> int:
         for run in range(args.repeat):
             for size in args.size:
                 output = fresh_output(f"{(args.output or prefix or str(args.cache)).rstrip('/')}/out-{size}x", run)
-                figures = measure(sources[size], output, args.workers, endpoint.requests if endpoint else None)
+                figures = measure(sources[size], output, args.workers, endpoint.requests if endpoint else None,
+                                  compact=args.compact)
                 figures.update(videos_mb=round(videos_mb[size], 3), storage=_storage(sources[size], output), output=output)
                 runs[size].append(figures)
                 print(json.dumps({f"{size}x run {run + 1}": figures}, indent=1), flush=True)
@@ -294,6 +277,7 @@ def main(argv=None) -> int:
     for size in args.size:
         print(json.dumps({f"{size}x": report[f"{size}x"]}, indent=1), flush=True)
     print(json.dumps({"medians": {name: part["median"] for name, part in report.items()}}, indent=1), flush=True)
+    print(side_by_side({name: part["median"] for name, part in report.items()}, args.repeat), flush=True)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
     return 0

@@ -50,6 +50,9 @@ from maskray.models.choices import PRECISIONS
 @tracker_options
 @click.option("--embeddings", is_flag=True, help="Also store each instance's appearance vector (the model's "
               "box-head feature, unit length) as column `embedding`: a fixed-size list of float16.")
+@click.option("--compact/--no-compact", default=DEFAULT["compact"], show_default=True,
+              help="When the job ends, merge its parts into a few large files (as `maskray compact`), so a "
+              "query opens a few files, not two per shard; --no-compact keeps the parts as committed.")
 @click.option("--address", help="Ray cluster: auto, ray://HOST:10001, or http://HOST:8265 (Jobs API). "
               "Default: an embedded Ray on this machine.")
 @click.option("--overwrite", is_flag=True, help="Replace a different job already in OUT.")
@@ -103,6 +106,9 @@ def status_command(target, address, as_json):
         return 0
     import json
 
+    from maskray.pipeline.output.arrow_import import import_dataset_module
+
+    import_dataset_module()
     from maskray.pipeline.output.status import format_status, output_status
     from maskray.pipeline.storage import canonical
 

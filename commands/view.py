@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 import click
@@ -26,7 +25,10 @@ def view_command(output, port, host):
       maskray view out/
       maskray view s3://cams/masks/ --port 9000
     """
-    # aiohttp and the viewer load only here: nobody who never runs `view` pays for them.
+    # asyncio, aiohttp and the viewer load only here: nobody who never runs `view` pays for them
+    # (asyncio alone is a tenth of a `maskray query`).
+    import asyncio
+
     from maskray.pipeline.view.server import serve
 
     def echo(line: str) -> None:

@@ -78,6 +78,7 @@ class JobSpec:
     track: bool = True  # video: track ids across frames and segments
     tracker: dict = field(default_factory=dict)  # TrackerConfig fields that differ from defaults
     embeddings: bool = False  # store each instance's appearance vector (column `embedding`)
+    compact: bool = True  # when the job ends, merge its parts into a few large files (--no-compact: keep them)
     extra: dict = field(default_factory=dict)  # room for options a later version adds
 
     def __post_init__(self):

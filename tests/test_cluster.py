@@ -73,9 +73,10 @@ def test_entrypoint_rebuilds_the_same_spec_on_the_cluster(tmp_path):
                   gpus_per_worker=0.5, every=5, segment_seconds=2.5)
     specs = [
         JobSpec(**common, score_threshold=0.25),
-        # Fields whose flags differ from their names: classes, per-class thresholds, tracking.
+        # Fields whose flags differ from their names: classes, per-class thresholds, tracking,
+        # compaction at the end (--no-compact).
         JobSpec(**common, score_threshold="person=0.7,car=0.6,0.25", classes="person,car,3", pre_nms_top=500,
-                track=False, tracker={"max_gap": 4, "match_iou": 0.4}),
+                track=False, tracker={"max_gap": 4, "match_iou": 0.4}, compact=False),
     ]
     for spec in specs:
         entrypoint = build_entrypoint(spec, overwrite=True)

@@ -225,3 +225,52 @@ def test_an_output_written_before_manifests_existed_is_compacted_too(tmp_path, c
     assert code == 0 and "8 files -> 2" in out
     assert _snapshot(str(output)) == before
     assert os.listdir(output / layout.COMMITS) == []
+
+
+def _finished_by_a_driver_still_holding_the_lease(output: str):
+    """The moment a job ends: every shard committed, `_SUCCESS` written, the lease still held."""
+    driver = run_as_driver(output, _frames(12), shard_size=2, finish=False)
+    driver.committed()
+    driver.on_write_complete({"shards": 6})
+    return driver
+
+
+def test_the_end_of_a_job_compacts_under_the_drivers_own_lease(tmp_path, capsys):
+    from maskray.pipeline.execution.end_compaction import compact_finished_job
+
+    output = tmp_path / "out"
+    driver = _finished_by_a_driver_still_holding_the_lease(str(output))
+    before = _snapshot(str(output))
+    # While the driver holds OUT, nobody else compacts it (or submits to it).
+    code, _, err = run_maskray(["compact", str(output)], capsys)
+    assert code == 2 and "being written by another maskray submit" in err
+    lines = []
+    compact_finished_job(str(output), driver.lease, lines.append)
+    assert len(lines) == 1 and lines[0].startswith("compacted 6 shards: 12 files -> 2 in "), lines
+    assert _snapshot(str(output)) == before
+    assert all(layout.is_compacted_part(p) for p in _part_files(output))
+    assert driver.lease.held()  # still the driver's, which gives it back when the job ends
+    driver.release()
+
+
+def test_a_failed_compaction_at_the_end_of_a_job_is_one_line_and_the_job_stays_whole(tmp_path, monkeypatch, capsys):
+    from maskray.pipeline.execution.end_compaction import compact_finished_job
+
+    output = tmp_path / "out"
+    driver = _finished_by_a_driver_still_holding_the_lease(str(output))
+    before, old_parts = _snapshot(str(output)), _part_files(output)
+
+    def full_disk(uri, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(compaction.storage, "write_bytes_atomic", full_disk)
+    lines = []
+    compact_finished_job(str(output), driver.lease, lines.append)  # no exception: the job is done
+    monkeypatch.undo()
+    assert len(lines) == 1 and "parts left as committed" in lines[0] and "No space left" in lines[0]
+    assert f"maskray compact {output}" in lines[0]
+    assert _snapshot(str(output)) == before and _part_files(output) == old_parts
+    driver.release()
+    code, out, _ = run_maskray(["compact", str(output)], capsys)  # what the line says to run
+    assert code == 0 and "12 files -> 2" in out
+    assert _snapshot(str(output)) == before

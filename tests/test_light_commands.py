@@ -1,4 +1,5 @@
-"""`query`, `status`, `export` and `view` read outputs without importing torch (or Ray): each runs in a
+"""`query`, `status`, `export` and `view` read outputs without importing torch (or Ray, or pandas,
+which pyarrow.dataset would import for nothing: pipeline/output/arrow_import.py): each runs in a
 fresh interpreter, as a user runs it, and reports what it had imported when it exited."""
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import pytest
 from maskray.pipeline.output.schema import FrameRef
 from results_helpers import ellipse, prediction, write_output
 
-# Runs `maskray ARGV` and prints, at exit, whether torch and ray were imported.
+# Runs `maskray ARGV` and prints, at exit, whether torch, ray and pandas were imported.
 PROBE = """
 import atexit, json, sys
-atexit.register(lambda: print(json.dumps({m: m in sys.modules for m in ("torch", "ray")}), file=sys.stderr))
+atexit.register(lambda: print(json.dumps({m: m in sys.modules for m in ("torch", "ray", "pandas")}), file=sys.stderr))
 from maskray.cli import main
 main(sys.argv[1:])
 """
@@ -44,13 +45,13 @@ def output(tmp_path_factory):
     ["export", "{out}", "{dest}/tasks.json", "--format", "label-studio"],
     ["export", "{out}", "{dest}/yolo", "--format", "yolo"],
 ])
-def test_reading_commands_import_neither_torch_nor_ray(output, argv):
+def test_reading_commands_import_neither_torch_nor_ray_nor_pandas(output, argv):
     args = [a.format(out=output / "out", dest=output) for a in argv]
     done = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert done.returncode == 0, done.stderr
     imported = json.loads(done.stderr.strip().splitlines()[-1])
-    assert imported == {"torch": False, "ray": False}, (args, imported)
+    assert imported == {"torch": False, "ray": False, "pandas": False}, (args, imported)
 
 
 @pytest.mark.parametrize("query, needs", [

@@ -144,6 +144,33 @@ def test_status_prints_counts_and_state(full_job, capsys):
     assert f"instances {instances}" in text
 
 
+def _part_names(output: str, table: str) -> list[str]:
+    return sorted(uri.rsplit("/", 1)[-1] for uri, _ in storage.list_files(storage.join(output, table)))
+
+
+def test_a_finished_job_is_compacted_unless_no_compact(full_job, data_dir, tmp_path, capsys):
+    # By default the job ends merged: one file per table (every frame once: check_output above).
+    spec, _ = full_job
+    shards = len(commits(spec.output))
+    assert shards > 2
+    for table in ("instances", "frames"):
+        (name,) = _part_names(spec.output, table)
+        assert name.startswith("compacted-"), name
+    # --no-compact keeps the parts as committed: two per shard, read as they are.
+    kept = tmp_path / "kept"
+    code, out, err = run_main(capsys, "submit", data_dir / "images", "--output", kept, *SMALL_FLAGS, "--no-compact")
+    assert code == 0, err
+    assert "compacted" not in out + err
+    records = commits(str(kept))
+    for table in ("instances", "frames"):
+        assert len(_part_names(str(kept), table)) == len(records) and not any(
+            name.startswith("compacted-") for name in _part_names(str(kept), table))
+    code, out, _ = run_main(capsys, "query", kept, "SELECT count(*) AS n FROM frames", "--format", "csv")
+    assert code == 0 and out.splitlines()[-1] == str(len(IMAGES))
+    code, out, _ = run_main(capsys, "query", spec.output, "SELECT count(*) AS n FROM frames", "--format", "csv")
+    assert code == 0 and out.splitlines()[-1] == "22"
+
+
 def run_main(capsys, *args):
     """`maskray ARGS` in this process: (exit code, stdout, stderr)."""
     with pytest.raises(SystemExit) as exited:

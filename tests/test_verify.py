@@ -201,12 +201,13 @@ def test_verify_of_no_output_is_a_usage_error(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def clean_run(tmp_path_factory, data_dir):
-    """A finished OUT of bikes.mp4 (4 video shards, tracked) and the command that made it."""
+    """A finished OUT of bikes.mp4 (4 video shards, tracked, their parts kept as committed: the
+    test damages one shard's part) and the command that made it."""
     from submit_helpers import SMALL_FLAGS, run_cli
 
     output = tmp_path_factory.mktemp("verify") / "clean"
     command = ["submit", data_dir / "videos" / "bikes.mp4", "--output", output, "--every", "50",
-               "--segment-seconds", "2", "--batch-size", "1", *SMALL_FLAGS]
+               "--segment-seconds", "2", "--batch-size", "1", "--no-compact", *SMALL_FLAGS]
     done = run_cli(*command)
     assert done.returncode == 0, done.stderr
     return output, command

@@ -57,6 +57,7 @@ def build_entrypoint(spec, overwrite: bool = False) -> str:
     if data.get("classes"):
         data["classes"] = ",".join(str(c) for c in data["classes"])
     words += ["--track" if data.pop("track", True) else "--no-track"]
+    words += ["--compact" if data.pop("compact", True) else "--no-compact"]
     for name, value in sorted((data.pop("tracker", None) or {}).items()):
         words += [f"--track-{name.replace('_', '-')}", str(value)]
     for name, value in sorted(data.items()):

@@ -23,7 +23,10 @@ whose sources changed) is filtered out of it by readers (commit_log.Committed.pa
 from __future__ import annotations
 
 import hashlib
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Iterator, Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -38,6 +41,7 @@ from maskray.pipeline.output.commit_log_writer import CommitLogWriter, delete_fi
 
 TARGET_BYTES = 128 * 2**20
 ROW_GROUP_ROWS = 65_536
+IN_FLIGHT = 16  # part reads and deletes at once
 LEASE_TTL_S = 120.0  # as a driver's: compaction of a large job takes minutes, not hours
 
 
@@ -51,12 +55,15 @@ class Compaction:
     generation: int  # the manifest readers use now
 
 
-def compact(output: str, target_bytes: int = TARGET_BYTES) -> Compaction:
+def compact(output: str, target_bytes: int = TARGET_BYTES, held: Optional[Lease] = None) -> Compaction:
     """Merge the committed parts of the finished job in `output`; UsageError (one line) if
-    there is no job, it is still running, or it has not finished."""
+    there is no job, it is still running, or it has not finished.
+
+    held: OUT's lease when the caller holds it already (a driver at the end of its job: no
+    other writer gets in between); compaction then neither takes nor gives back a lease."""
     job = _read_job(output)
     try:
-        lease = Lease(output, LEASE_TTL_S, command="compact").acquire()
+        lease = held or Lease(output, LEASE_TTL_S, command="compact").acquire()
     except OSError as error:
         raise UsageError(f"cannot write to output {output}: {first_line(error)}") from None
     try:
@@ -81,7 +88,8 @@ def compact(output: str, target_bytes: int = TARGET_BYTES) -> Compaction:
         finish_cleanup(output, pointer)
         return Compaction(output, before, _distinct_parts(table), merged, table.num_rows, generation)
     finally:
-        lease.release()
+        if held is None:
+            lease.release()
 
 
 def finish_cleanup(output: str, pointer: dict) -> None:
@@ -95,8 +103,9 @@ def finish_cleanup(output: str, pointer: dict) -> None:
     except FileNotFoundError:
         return
     current = commit_log.read_manifest(output, pointer["manifest"])
-    for path in sorted(_paths(old) - _paths(current)):
-        delete_file(layout.relative_uri(output, path))
+    gone = [layout.relative_uri(output, path) for path in sorted(_paths(old) - _paths(current))]
+    with ThreadPoolExecutor(IN_FLIGHT) as pool:  # on S3 a request each: in parallel
+        list(pool.map(delete_file, gone))
     delete_file(layout.relative_uri(output, previous))
 
 
@@ -129,6 +138,15 @@ def _distinct_parts(table: pa.Table) -> int:
     return len(_paths(table))
 
 
+def _write_committed(writer: pq.ParquetWriter, parts: list[pa.Table], shards: pa.Array) -> int:
+    """Write the rows of `parts` whose shard is one of `shards` (a merged part may hold rows of
+    shards withdrawn since); returns how many."""
+    rows = pa.concat_tables(parts)
+    rows = rows.filter(pc.is_in(rows["shard"], value_set=shards))
+    writer.write_table(rows, row_group_size=ROW_GROUP_ROWS)
+    return rows.num_rows
+
+
 def _plan(table: pa.Table, name: str, target_bytes: int) -> list[list[str]]:
     """Groups of part paths (in shard order) of about `target_bytes` each; a part as large as
     the target, or a group of one, stays as it is (unless it holds rows no longer committed)."""
@@ -158,6 +176,24 @@ def _plan(table: pa.Table, name: str, target_bytes: int) -> list[list[str]]:
     return [group for group in groups if len(group) > 1 or (group and group[0] in stale)]
 
 
+def _read_ahead(uris: list[str]) -> Iterator[pa.Table]:
+    """The parts at `uris`, in order, up to IN_FLIGHT read and parsed ahead in threads (on S3 a
+    GET each: thousands read one after another would take most of a large job's compaction)."""
+    with ThreadPoolExecutor(IN_FLIGHT) as pool:
+        pending: deque = deque()
+        for uri in uris:
+            pending.append(pool.submit(_read_part, uri))
+            if len(pending) >= IN_FLIGHT:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _read_part(uri: str) -> pa.Table:
+    # ParquetFile rather than pq.read_table, which builds a dataset per file: half the time.
+    return pq.ParquetFile(pa.BufferReader(storage.read_bytes(uri))).read()
+
+
 def _merge(output: str, table: pa.Table, name: str, group: list[str], merged_name: str) -> pa.Table:
     """Write the rows of `group`'s parts that belong to their committed shards into one file;
     returns the manifest table with those shards' records naming it."""
@@ -166,20 +202,17 @@ def _merge(output: str, table: pa.Table, name: str, group: list[str], merged_nam
     shards = table.filter(naming)["shard"]
     buffer = pa.BufferOutputStream()
     writer, pending, pending_rows, rows = None, [], 0, 0
-    for path in group:
-        part = pq.read_table(pa.BufferReader(storage.read_bytes(layout.relative_uri(output, path))))
-        part = part.filter(pc.is_in(part["shard"], value_set=shards))  # a merged part may hold withdrawn rows
+    for part in _read_ahead([layout.relative_uri(output, path) for path in group]):
         if writer is None:
             metadata = {k: v for k, v in (part.schema.metadata or {}).items() if k != b"maskray.shard"}
             writer = pq.ParquetWriter(buffer, part.schema.with_metadata(metadata), compression="zstd")
         pending.append(part.cast(writer.schema))
         pending_rows += part.num_rows
-        rows += part.num_rows
         if pending_rows >= ROW_GROUP_ROWS:
-            writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
+            rows += _write_committed(writer, pending, shards)
             pending, pending_rows = [], 0
     if pending:
-        writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
+        rows += _write_committed(writer, pending, shards)
     writer.close()
     data = buffer.getvalue().to_pybytes()
     storage.write_bytes_atomic(layout.relative_uri(output, merged_name), data)
