@@ -29,6 +29,9 @@ def view_command(output, port, host):
     # (asyncio alone is a tenth of a `maskray query`).
     import asyncio
 
+    from maskray.pipeline.output.arrow_import import import_dataset_module
+
+    import_dataset_module()  # before anything imports pyarrow.dataset: without pandas (~100 MB)
     from maskray.pipeline.view.server import serve
 
     def echo(line: str) -> None:

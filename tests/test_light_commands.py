@@ -71,7 +71,7 @@ def test_reading_commands_import_neither_torch_nor_ray_nor_pandas(output, argv):
 def test_a_query_skips_reading_track_ids_only_when_it_cannot_see_them(query, needs):
     import duckdb
 
-    from maskray.pipeline.output.reader import LOCKED_DOWN, needs_track_ids
+    from maskray.pipeline.output.sql_views import LOCKED_DOWN, needs_track_ids
 
     assert needs_track_ids(duckdb.connect(config=LOCKED_DOWN), query) is needs
 
@@ -105,4 +105,4 @@ def test_view_serves_its_pages_without_torch_or_ray(output):
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert json.loads(errors.strip().splitlines()[-1]) == {"torch": False, "ray": False}
+    assert json.loads(errors.strip().splitlines()[-1]) == {"torch": False, "ray": False, "pandas": False}

@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from maskray.pipeline import storage
-from maskray.pipeline.output.reader import INSTANCES_COLUMNS, decode_masks, open_output
+from maskray.pipeline.output.reader import decode_masks, open_output
+from maskray.pipeline.output.sql_views import INSTANCES_COLUMNS
 from maskray.pipeline.output.schema import FRAMES_SCHEMA, INSTANCES_SCHEMA, FrameRef
 from results_helpers import (ellipse, empty_prediction, prediction, rectangle,
                              run_maskray, write_output, write_shard)

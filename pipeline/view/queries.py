@@ -31,7 +31,8 @@ from typing import Optional
 from maskray.errors import UsageError
 from maskray.pipeline import storage
 from maskray.pipeline.output import layout
-from maskray.pipeline.output.reader import Output, open_output, run_query
+from maskray.pipeline.output.reader import Output, open_output
+from maskray.pipeline.output.sql_views import run_query
 from maskray.pipeline.output.status import output_status
 from maskray.pipeline.view.gallery_filter import GalleryFilter
 from maskray.pipeline.view.mask_reader import MaskReader
