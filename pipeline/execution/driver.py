@@ -28,7 +28,7 @@ from maskray.pipeline.execution.autoscale_request import ResourceRequest
 from maskray.pipeline.execution.cluster_watch import exit_lost
 from maskray.pipeline.execution.dispatch import dispatch, pool_snapshot
 from maskray.pipeline.execution.planning_tasks import ClusterRunner
-from maskray.pipeline.execution.job_record import job_record
+from maskray.pipeline.execution.job_record import job_record as new_job_record
 from maskray.pipeline.execution.heartbeat import LEASE_TTL_S, Heartbeat
 from maskray.pipeline.execution.progress import Progress
 from maskray.pipeline.execution.startup import Once, list_sources
@@ -75,7 +75,7 @@ def run(spec, *, overwrite: bool = False, connect: Optional[Callable[[], None]] 
     media = list_sources(spec, connect, overwrite)  # UsageError for a missing or empty source
     sink = OutputSink(spec.output)
     job_record = sink.on_write_start(
-        lambda previous: job_record(spec, previous, maskray_version),
+        lambda previous: new_job_record(spec, previous, maskray_version),
         overwrite=overwrite, sources=spec.sources, lease_ttl_s=LEASE_TTL_S,
     )
     heartbeat = Heartbeat(sink, job_record["job_id"])
