@@ -1,5 +1,6 @@
-"""Helpers shared by the submit / resume / bad-input / GPU tests: a small spec, a local Ray,
-and reading an output folder the way a user would (committed shards only)."""
+"""Helpers shared by the submit / resume / bad-input / GPU tests: a small spec, a local Ray (one
+for the whole session where a test needs no special options), and reading an output folder
+the way a user would (committed shards only)."""
 
 from __future__ import annotations
 
@@ -35,18 +36,82 @@ def small_spec(sources, output, **changes) -> JobSpec:
     return JobSpec(**values)
 
 
+# ray.init's options for a test's local Ray: 2 CPUs, no dashboard, a small object store.
+LOCAL_RAY = {"num_cpus": 2, "include_dashboard": False, "log_to_driver": False,
+             "object_store_memory": 200 * 1024 * 1024}
+IDLE_TIMEOUT_S = 60.0
+_shared: dict = {}  # "stack" (what stops it), "options", while the session's shared Ray runs
+
+
 @contextlib.contextmanager
 def local_ray(**options):
-    """A private Ray for a test as maskray starts one (token auth on, 127.0.0.1), with 2 CPUs and
-    no dashboard unless `options` (ray.init's) say otherwise."""
+    """A private Ray for a test as maskray starts one (token auth on, 127.0.0.1), with the
+    options of LOCAL_RAY unless `options` (ray.init's) say otherwise.
+
+    With LOCAL_RAY's options it is the session's shared Ray: started on first use (after the
+    session's S3 endpoint, so its workers see the AWS variables), kept between tests, stopped
+    at the end of the session (conftest), or as soon as a test leaves it busy (actors alive) so
+    the next one starts clean. Other options get a Ray of their own, stopped after the body.
+    """
     import ray
 
-    with private_cluster_environment():
-        ray.init(**{"num_cpus": 2, "include_dashboard": False, "log_to_driver": False, **options})
-        try:
-            yield ray
-        finally:
-            ray.shutdown()
+    wanted = {**LOCAL_RAY, **options}
+    if wanted != LOCAL_RAY:
+        stop_shared_ray()
+        with private_cluster_environment():
+            ray.init(**wanted)
+            try:
+                yield ray
+            finally:
+                ray.shutdown()
+        return
+    if not (_shared and ray.is_initialized()):
+        _start_shared_ray(wanted)
+    try:
+        yield ray
+    finally:
+        if not _idle(ray, IDLE_TIMEOUT_S):
+            stop_shared_ray()
+
+
+def _start_shared_ray(options: dict) -> None:
+    import ray
+
+    stop_shared_ray()
+    if ray.is_initialized():  # a Ray a job left in this process: not ours to reuse
+        ray.shutdown()
+    from s3_endpoint import session_s3
+
+    session_s3()
+    stack = contextlib.ExitStack()
+    try:
+        stack.enter_context(private_cluster_environment())
+        ray.init(**options)
+        stack.callback(ray.shutdown)
+    except BaseException:
+        stack.close()
+        raise
+    _shared.update(stack=stack, options=options)
+
+
+def stop_shared_ray() -> None:
+    """Stop the session's shared Ray, if it runs."""
+    if _shared:
+        _shared.pop("stack").close()
+        _shared.clear()
+
+
+def _idle(ray, timeout: float) -> bool:
+    """True once every CPU of the shared Ray is free again (the test's actors are gone)."""
+    deadline = time.monotonic() + timeout
+    while ray.is_initialized():
+        total, free = ray.cluster_resources().get("CPU", 0), ray.available_resources().get("CPU", 0)
+        if free >= total > 0:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return False
 
 
 def read_table(output: str, table: str) -> pa.Table:

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import TEST_ACCESS_KEY, TEST_SECRET_KEY
+from s3_endpoint import TEST_ACCESS_KEY, TEST_SECRET_KEY
 from file_server import FileServer
 from maskray.models.weight_files import DEMO_WEIGHTS
 from ray_head import node_pids, ray_env, start_head, start_node, stop_head
