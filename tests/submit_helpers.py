@@ -5,6 +5,7 @@ the way a user would (committed shards only)."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -144,6 +145,23 @@ def run_cli(*args, timeout=300, **popen) -> subprocess.CompletedProcess:
     """`maskray ARGS` in a fresh process, as a user runs it."""
     return subprocess.run([sys.executable, "-c", "from maskray.cli import main; main()", *map(str, args)],
                           cwd=REPO, capture_output=True, text=True, timeout=timeout, **popen)
+
+
+def run_on_shared_ray(*args) -> subprocess.CompletedProcess:
+    """`maskray ARGS` through the same entry point as `run_cli`, in this process on the session's
+    shared Ray (the driver here, the replicas in Ray's workers): no new interpreter and no
+    private Ray to start per call. For tests about a job's results and messages; a test about
+    the process itself (signals, exit without a traceback from Ray's own logs) uses `run_cli`."""
+    from maskray.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with local_ray(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(arg) for arg in args])
+            code = 0
+        except SystemExit as done:
+            code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 def kill_session(session_id: int) -> None:
