@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from maskray.jobs.ray_local import private_cluster_environment
+from maskray.jobs.ray_local import AUTH_MODE, AUTH_TOKEN, AUTH_TOKEN_PATH, SINGLE_MACHINE, private_cluster_environment
 from maskray.jobs.spec import JobSpec
 from maskray.pipeline import storage
 
@@ -41,6 +41,7 @@ def small_spec(sources, output, **changes) -> JobSpec:
 LOCAL_RAY = {"num_cpus": 2, "include_dashboard": False, "log_to_driver": False,
              "object_store_memory": 200 * 1024 * 1024}
 IDLE_TIMEOUT_S = 60.0
+CLUSTER_VARIABLES = (AUTH_MODE, AUTH_TOKEN, AUTH_TOKEN_PATH, SINGLE_MACHINE)  # what a private Ray sets
 _shared: dict = {}  # "stack" (what stops it), "options", while the session's shared Ray runs
 
 
@@ -84,14 +85,22 @@ def _start_shared_ray(options: dict) -> None:
     from s3_endpoint import session_s3
 
     session_s3()
+    before = {name: os.environ.get(name) for name in CLUSTER_VARIABLES}
     stack = contextlib.ExitStack()
     try:
-        stack.enter_context(private_cluster_environment())
+        stack.enter_context(private_cluster_environment())  # its token file stays until the stop
         ray.init(**options)
         stack.callback(ray.shutdown)
     except BaseException:
         stack.close()
         raise
+    # Ray's processes have the cluster's variables; this process gets its own back, so the
+    # subprocesses tests start meanwhile (a `maskray submit`, `ray start`) see none of them.
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     _shared.update(stack=stack, options=options)
 
 
@@ -162,6 +171,35 @@ def run_on_shared_ray(*args) -> subprocess.CompletedProcess:
         except SystemExit as done:
             code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
+def processes_titled(prefix: str) -> list[int]:
+    """Pids of the processes under this one (its Ray's workers among them) whose title starts
+    with `prefix`: Ray titles a worker by what it runs, e.g. `ray::ShardWorker.process`."""
+    from ray_guard import process_table
+
+    table = process_table()
+    found = []
+    for pid in table:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as stream:
+                title = stream.read().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue
+        if title.startswith(prefix) and _descends_from(pid, os.getpid(), table):
+            found.append(pid)
+    return sorted(found)
+
+
+def _descends_from(pid: int, root: int, table: dict) -> bool:
+    for _ in range(64):
+        parent = table.get(pid, (0, ""))[0]
+        if parent == root:
+            return True
+        if parent <= 1:
+            return False
+        pid = parent
+    return False
 
 
 def kill_session(session_id: int) -> None:
