@@ -7,11 +7,14 @@ rest, and where Ray is not installed they are skipped rather than failed.
 from __future__ import annotations
 
 import importlib.util
-import os
+import sys
 import uuid
 from pathlib import Path
 
 import pytest
+
+from s3_endpoint import TEST_ACCESS_KEY, TEST_SECRET_KEY, session_s3, stop_session_s3
+from submit_helpers import local_ray, stop_shared_ray
 
 DATA_DIR = Path(__file__).parent / "data"
 
@@ -34,45 +37,38 @@ def data_dir() -> Path:
     return DATA_DIR
 
 
-# Distinctive test credentials, so a test can prove they never reach a job's output or logs.
-TEST_ACCESS_KEY = "MASKRAYTESTACCESSKEY7"
-TEST_SECRET_KEY = "maskray-test-secret-do-not-store-8f2c41"
-
-
 @pytest.fixture(scope="session")
 def s3_server():
     """A real S3 protocol endpoint for the session; yields its URL (http://127.0.0.1:PORT).
 
-    The AWS variables maskray reads are set in os.environ for the session (so Ray workers
-    started afterwards see them too) and restored afterwards.
+    The AWS variables maskray reads are set in os.environ for the rest of the session (so Ray
+    workers started afterwards see them too) and restored at its end (tests/s3_endpoint.py).
     """
-    from moto.server import ThreadedMotoServer
+    return session_s3()
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    settings = {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": TEST_ACCESS_KEY,
-        "AWS_SECRET_ACCESS_KEY": TEST_SECRET_KEY,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",  # never wait for an instance-metadata lookup
-    }
-    cleared = ("AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_SESSION_TOKEN", "AWS_PROFILE")
-    saved = {name: os.environ.get(name) for name in (*settings, *cleared)}
-    os.environ.update(settings)
-    for name in cleared:
-        os.environ.pop(name, None)
-    try:
-        yield endpoint
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        server.stop()
+
+@pytest.fixture
+def shared_ray():
+    """The session's shared local Ray (submit_helpers.local_ray), up in this process: what
+    `maskray submit/train/ablate` run in-process then use as it is, instead of starting a
+    private Ray of their own for every call (seconds each on a small machine)."""
+    with local_ray() as ray:
+        yield ray
+
+
+@pytest.fixture
+def no_ray_in_process():
+    """For a test of how maskray starts or joins Ray itself: the session's shared Ray (which
+    maskray would use as it is) is stopped first; it starts again when next needed."""
+    stop_shared_ray()
+    if "ray" in sys.modules:
+        assert not sys.modules["ray"].is_initialized(), "a Ray that is not the shared one is still up"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The session's shared Ray first (its workers use the endpoint), then the S3 endpoint."""
+    stop_shared_ray()
+    stop_session_s3()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ RAY_PROCESS_NAMES = {"gcs_server", "raylet"}
 POLL_S = 0.2
 
 
-def _process_table() -> dict[int, tuple[int, str]]:
+def process_table() -> dict[int, tuple[int, str]]:
     """pid -> (parent pid, command name), read from /proc."""
     table = {}
     for entry in os.listdir("/proc"):
@@ -36,7 +36,7 @@ def _process_table() -> dict[int, tuple[int, str]]:
 
 
 def ray_processes_under(root: int) -> set[int]:
-    table = _process_table()
+    table = process_table()
     found = set()
     for pid, (parent, name) in table.items():
         if name not in RAY_PROCESS_NAMES:

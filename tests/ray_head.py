@@ -171,7 +171,7 @@ def start_node(head: RayHead, num_cpus: int, num_gpus: int = 0, auth_mode: str =
     while _alive_nodes(head) < 1:  # the head's own raylet first: on a busy machine it may still fail
         if head.process.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"the head's raylet did not come up:\n{head.log_tail()}")
-        time.sleep(1.0)
+        time.sleep(0.3)
     for tries_left in range(tries - 1, -1, -1):
         try:
             return _start_node_once(head, num_cpus, num_gpus, auth_mode, deadline)
@@ -196,7 +196,7 @@ def _start_node_once(head: RayHead, num_cpus: int, num_gpus: int, auth_mode: str
     ]
     before = alive_node_ids(head)
     while not before and time.monotonic() < deadline:  # the head's state API answers at least itself
-        time.sleep(1.0)
+        time.sleep(0.3)
         before = alive_node_ids(head)
     process, log_path = _launch(command, temp_dir, auth_mode)
     node = RayHead(dashboard_url=head.dashboard_url, gcs_address=head.gcs_address, temp_dir=temp_dir,
@@ -212,7 +212,7 @@ def _start_node_once(head: RayHead, num_cpus: int, num_gpus: int, auth_mode: str
             why = f"{gone} exited" if gone else "it did not join in time"
             error = _StartExited if gone == "it" else RuntimeError
             raise error(f"the second node did not start ({why}):\n{tail}")
-        time.sleep(1.0)
+        time.sleep(0.3)
     return node
 
 

@@ -16,7 +16,7 @@ TINY = ["--steps", "1", "--train-images", "6", "--val-images", "3", "--min-size"
 
 
 @pytest.mark.ray
-def test_two_switches_two_seeds_share_the_baseline_and_resume_without_training(tmp_path, capsys):
+def test_two_switches_two_seeds_share_the_baseline_and_resume_without_training(tmp_path, capsys, shared_ray):
     out = tmp_path / "ablations"
     code, printed, err = run_maskray(["ablate", "--switch", "mask-loss", "--switch", "roi-op", "-o", out, *TINY], capsys)
     assert code == 0, err

@@ -25,7 +25,7 @@ def test_demo_weights_are_small_and_a_safe_maskray_checkpoint():
 
 
 @pytest.mark.ray
-def test_demo_model_reaches_mask_ap_half_on_fresh_shapes_through_a_real_job(tmp_path):
+def test_demo_model_reaches_mask_ap_half_on_fresh_shapes_through_a_real_job(tmp_path, shared_ray):
     held_out = generate_shapes(tmp_path / "shapes", images=12, seed=HELD_OUT_SEED)
     output = tmp_path / "out"
     spec = JobSpec(sources=[str(held_out.images_dir)], output=str(output), model="demo", weights="demo",

@@ -82,7 +82,7 @@ def test_private_ray_is_loopback_only_token_forced_and_token_file_private():
     assert report["token_left"] is False
 
 
-def test_a_closed_address_is_one_line_in_seconds():
+def test_a_closed_address_is_one_line_in_seconds(no_ray_in_process):
     import socket
 
     with socket.socket() as probe:  # a port nobody listens on

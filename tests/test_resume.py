@@ -15,7 +15,8 @@ import pytest
 from maskray.jobs.launch import run_job
 from maskray.pipeline import storage
 from maskray.pipeline.output.status import output_status
-from submit_helpers import REPO, SMALL_FLAGS, commits, frame_keys, kill_session, local_ray, read_table, run_cli, small_spec
+from submit_helpers import (REPO, SMALL_FLAGS, commits, frame_keys, kill_session, local_ray, read_table,
+                            processes_titled, run_on_shared_ray, small_spec)
 
 # bikes.mp4 cut at >= 2 s on keyframes gives 4 shards of every 50th frame (2, 1, 1, 1 frames).
 BIKES_FRAMES = [0, 50, 100, 150, 200]
@@ -60,7 +61,7 @@ def test_killed_submit_resumes_and_writes_each_frame_once(data_dir, tmp_path):
     assert status.state == "failed" and "resume" in status.message
     assert not storage.exists(storage.join(str(output), "_SUCCESS"))
 
-    again = run_cli(*command)
+    again = run_on_shared_ray(*command)  # the resume: on the session's Ray, as any job
     assert again.returncode == 0, again.stderr
     assert "resuming" in again.stderr
     assert_exactly_once(output, bikes_expected(data_dir))
@@ -68,22 +69,14 @@ def test_killed_submit_resumes_and_writes_each_frame_once(data_dir, tmp_path):
 
 
 def test_shard_of_a_killed_worker_is_retried_on_a_fresh_actor(data_dir, tmp_path):
-    from ray.util.state import list_tasks
-
     killed = []
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}"
 
     def kill_first_worker():
-        # Ray's state API names the process running a worker's `process` task: kill it mid-shard.
+        # Ray titles a worker process by what it runs (`ray::ShardWorker.process` during a
+        # shard, as `ps` shows it): kill the first one seen, mid-shard.
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
-            try:
-                running = list_tasks(address=api, detail=True, raise_on_missing_output=False, filters=[
-                    ("name", "=", "ShardWorker.process"), ("state", "=", "RUNNING")])
-            except Exception:  # the API server is still starting
-                running = []
-            pids = [task.worker_pid for task in running if task.worker_pid]
+            pids = processes_titled("ray::ShardWorker.process")
             if pids:
                 time.sleep(0.3)  # let it get into the shard (one shard of 125 frames: seconds)
                 os.kill(pids[0], signal.SIGKILL)
@@ -94,7 +87,7 @@ def test_shard_of_a_killed_worker_is_retried_on_a_fresh_actor(data_dir, tmp_path
     output = tmp_path / "out"
     # One long shard, so the kill always lands before the first attempt can commit it.
     spec = small_spec([data_dir / "videos" / "bikes.mp4"], output, every=2, segment_seconds=60.0)
-    with local_ray(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port):
+    with local_ray():
         killer = threading.Thread(target=kill_first_worker, daemon=True)
         killer.start()
         assert run_job(spec) == 0
@@ -108,14 +101,6 @@ def test_shard_of_a_killed_worker_is_retried_on_a_fresh_actor(data_dir, tmp_path
     assert all(f".a{r['attempt']}-" in r["files"]["frames"]["path"] for r in records)
     bikes = str(data_dir / "videos" / "bikes.mp4")
     assert_exactly_once(output, {(bikes, f) for f in range(0, 250, 2)})
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(480)]  # real local Ray jobs

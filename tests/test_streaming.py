@@ -25,7 +25,8 @@ from maskray.pipeline.inputs.sampling import Sampling
 from maskray.pipeline.inputs.video import build_index
 from maskray.pipeline.output import layout
 from maskray.pipeline.output.status import output_status
-from submit_helpers import REPO, SMALL_FLAGS, commits, frame_keys, kill_session, local_ray, read_table, run_cli, small_spec
+from submit_helpers import (REPO, SMALL_FLAGS, commits, frame_keys, kill_session, local_ray, read_table,
+                            run_on_shared_ray, small_spec)
 
 
 def encode(path, container: str, durations_ms: list[int], size=(64, 48), bframes: int = 2, gop: int = 12) -> str:
@@ -179,7 +180,7 @@ def test_first_shards_commit_before_planning_ends_and_a_kill_mid_planning_resume
         kill_session(process.pid)
     assert "shards" not in json.loads((output / layout.JOB_FILE).read_text())
 
-    again = run_cli(*command, timeout=400)
+    again = run_on_shared_ray(*command)  # the resume: on the session's Ray, as any job
     assert again.returncode == 0, again.stderr
     assert "resuming" in again.stderr
     records = commits(str(output))

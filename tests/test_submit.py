@@ -12,7 +12,7 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from maskray import cli
-from conftest import TEST_ACCESS_KEY, TEST_SECRET_KEY
+from s3_endpoint import TEST_ACCESS_KEY, TEST_SECRET_KEY
 from maskray.jobs.launch import run_job
 from maskray.errors import UsageError
 from maskray.pipeline import storage

@@ -203,12 +203,12 @@ def test_verify_of_no_output_is_a_usage_error(tmp_path, capsys):
 def clean_run(tmp_path_factory, data_dir):
     """A finished OUT of bikes.mp4 (4 video shards, tracked, their parts kept as committed: the
     test damages one shard's part) and the command that made it."""
-    from submit_helpers import SMALL_FLAGS, run_cli
+    from submit_helpers import SMALL_FLAGS, run_on_shared_ray
 
     output = tmp_path_factory.mktemp("verify") / "clean"
     command = ["submit", data_dir / "videos" / "bikes.mp4", "--output", output, "--every", "50",
                "--segment-seconds", "2", "--batch-size", "1", "--no-compact", *SMALL_FLAGS]
-    done = run_cli(*command)
+    done = run_on_shared_ray(*command)
     assert done.returncode == 0, done.stderr
     return output, command
 
@@ -223,7 +223,7 @@ def _rows(output) -> tuple:
 
 @pytest.mark.ray
 def test_a_resumed_submit_redoes_the_shards_of_a_deleted_and_a_truncated_part(clean_run, tmp_path, capsys):
-    from submit_helpers import run_cli
+    from submit_helpers import run_on_shared_ray
 
     clean, command = clean_run
     output = tmp_path / "out"
@@ -246,7 +246,7 @@ def test_a_resumed_submit_redoes_the_shards_of_a_deleted_and_a_truncated_part(cl
     code, _, err = run_maskray(["export", output, "--coco", str(tmp_path / "r.json")], capsys)
     _one_line_naming(code, err, str(output))  # the first file its reads met
 
-    again = run_cli(*[output if part == clean else part for part in command])
+    again = run_on_shared_ray(*[output if part == clean else part for part in command])
     assert again.returncode == 0, again.stderr
     assert "redoing 2 shards whose parts are missing or damaged" in again.stderr
     code, out, err = run_maskray(["verify", output], capsys)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -20,11 +19,11 @@ import time
 
 import pytest
 
-from conftest import TEST_ACCESS_KEY, TEST_SECRET_KEY
+from s3_endpoint import TEST_ACCESS_KEY, TEST_SECRET_KEY
 from file_server import FileServer
 from maskray.models.weight_files import DEMO_WEIGHTS
 from ray_head import node_pids, ray_env, start_head, start_node, stop_head
-from submit_helpers import REPO, commits, frame_keys, read_table, run_cli
+from submit_helpers import REPO, commits, frame_keys, read_table, run_cli, run_on_shared_ray
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
 
@@ -43,8 +42,8 @@ def test_url_weights_are_fetched_once_by_the_driver(data_dir, tmp_path):
     name = f"shapes-{DEMO_SHA256[:8]}.pt"  # a torchvision-style name: its hash prefix is checked
     images = [data_dir / "images" / n for n in ("coins.png", "chelsea.png", "rocket.jpg", "camera.png")]
     with FileServer({f"/{name}": DEMO}) as server:
-        result = run_cli("submit", *images, "--output", tmp_path / "out", "--weights", server.url(name),
-                         "--workers", "2", "--batch-size", "1", *FLAGS)
+        result = run_on_shared_ray("submit", *images, "--output", tmp_path / "out", "--weights",
+                                   server.url(name), "--workers", "2", "--batch-size", "1", *FLAGS)
         assert result.returncode == 0, result.stderr[-3000:]
         assert server.requests == {f"/{name}": 1}  # two replicas, one request
     assert _job(tmp_path / "out")["weights_id"] == f"file:{DEMO_SHA256[:12]}"
