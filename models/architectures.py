@@ -37,12 +37,7 @@ def mask_rcnn(recipe, *, trainable: bool, min_size: int, max_size: int, proposal
               ) -> GeneralizedRCNN:
     """Mask R-CNN: box and mask heads on a ResNet-FPN (torchvision's maskrcnn_resnet50_fpn)."""
     backbone = build_backbone(recipe.backbone, trainable=trainable)
-    channels = backbone.out_channels
-    parts = dict(box_roi_pool=roi_pooler(recipe.roi_op, LEVELS, 7),
-                 mask_roi_pool=roi_pooler(recipe.roi_op, LEVELS, 14),
-                 **_mask(recipe, channels))
-    rpn = rpn_parts(channels, standard_anchors())
-    parts.update(_two_mlp_box_head(recipe, channels))
+    rpn, parts = _mask_rcnn_parts(recipe, backbone.out_channels)
     return _detector(backbone, rpn, parts, heads, min_size, max_size, proposals)
 
 
@@ -76,14 +71,20 @@ def mask_keypoint_rcnn(recipe, *, trainable: bool, min_size: int, max_size: int,
                        heads: dict) -> GeneralizedRCNN:
     """Mask R-CNN with a keypoint branch: masks and keypoints in one forward pass."""
     backbone = build_backbone(recipe.backbone, trainable=trainable)
-    channels = backbone.out_channels
+    rpn, parts = _mask_rcnn_parts(recipe, backbone.out_channels)
+    parts.update(_keypoints(recipe, backbone.out_channels))  # the joint model's branch comes last
+    return _detector(backbone, rpn, parts, heads, min_size, max_size, proposals)
+
+
+def _mask_rcnn_parts(recipe, channels: int) -> tuple:
+    """Mask R-CNN's RPN, RoI pools, mask head and two-layer box head, made in this order (a seeded
+    `--weights none` model's initial values depend on it)."""
     parts = dict(box_roi_pool=roi_pooler(recipe.roi_op, LEVELS, 7),
                  mask_roi_pool=roi_pooler(recipe.roi_op, LEVELS, 14),
                  **_mask(recipe, channels))
     rpn = rpn_parts(channels, standard_anchors())
     parts.update(_two_mlp_box_head(recipe, channels))
-    parts.update(_keypoints(recipe, channels))  # the joint model's branch comes last
-    return _detector(backbone, rpn, parts, heads, min_size, max_size, proposals)
+    return rpn, parts
 
 
 def _mask(recipe, channels: int, norm=None) -> dict:

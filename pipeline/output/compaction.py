@@ -61,7 +61,7 @@ def compact(output: str, target_bytes: int = TARGET_BYTES, held: Optional[Lease]
 
     held: OUT's lease when the caller holds it already (a driver at the end of its job: no
     other writer gets in between); compaction then neither takes nor gives back a lease."""
-    job = _read_job(output)
+    job = sink.require_job(output)
     try:
         lease = held or Lease(output, LEASE_TTL_S, command="compact").acquire()
     except OSError as error:
@@ -107,16 +107,6 @@ def finish_cleanup(output: str, pointer: dict) -> None:
     with ThreadPoolExecutor(IN_FLIGHT) as pool:  # on S3 a request each: in parallel
         list(pool.map(delete_file, gone))
     delete_file(layout.relative_uri(output, previous))
-
-
-def _read_job(output: str) -> dict:
-    try:
-        job = sink.read_job(output)
-    except OSError as error:
-        raise UsageError(f"cannot read {output}: {first_line(error)}") from None
-    if job is None or not job.get("job_id"):
-        raise UsageError(f"no maskray job in {output} (no {layout.JOB_FILE})")
-    return job
 
 
 def _complete_log(output: str, job_id: str) -> dict:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Optional
 
-from maskray.errors import MaskrayError, UsageError
+from maskray.errors import MaskrayError, UsageError, first_line
 from maskray.pipeline import storage
 from maskray.pipeline.output import commit_log, layout, part_check
 from maskray.pipeline.output.layout import CommitRecord, DamagedOutputError
@@ -185,6 +185,17 @@ def read_json(uri: str) -> Optional[dict]:
 
 def read_job(output: str) -> Optional[dict]:
     return read_json(layout.job_uri(output))
+
+
+def require_job(output: str) -> dict:
+    """OUT's `_job.json` for a command that works on a job (compact, retrack); one line if none."""
+    try:
+        job = read_job(output)
+    except OSError as error:
+        raise UsageError(f"cannot read {output}: {first_line(error)}") from None
+    if job is None or not job.get("job_id"):
+        raise UsageError(f"no maskray job in {output} (no {layout.JOB_FILE})")
+    return job
 
 
 def write_job(output: str, job_record: dict) -> None:

@@ -64,7 +64,7 @@ def retrack(output: str, changes: dict) -> Retrack:
     """Make every video's track ids again with the current settings updated by `changes`;
     UsageError (one line, nothing changed) for a bad setting or an OUT that holds no finished
     job with videos."""
-    job = _read_job(output)
+    job = sink.require_job(output)
     try:
         config = check_settings({**current_settings(job), **changes})
     except (ValueError, TypeError) as error:
@@ -74,7 +74,7 @@ def retrack(output: str, changes: dict) -> Retrack:
     except OSError as error:
         raise UsageError(f"cannot write to output {output}: {first_line(error)}") from None
     try:
-        job = _read_job(output)  # under the lease: no driver changes it now
+        job = sink.require_job(output)  # under the lease: no driver changes it now
         success = sink.read_success(output)
         if success is None or success.get("job_id", job["job_id"]) != job["job_id"]:
             raise UsageError(f"job {job['job_id']} in {output} has not finished: run the same"
@@ -142,11 +142,3 @@ def _count_tracks(reader: Output) -> int:
     return int(counted.column("n")[0].as_py())
 
 
-def _read_job(output: str) -> dict:
-    try:
-        job = sink.read_job(output)
-    except OSError as error:
-        raise UsageError(f"cannot read {output}: {first_line(error)}") from None
-    if job is None or not job.get("job_id"):
-        raise UsageError(f"no maskray job in {output} (no {layout.JOB_FILE})")
-    return job
