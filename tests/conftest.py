@@ -7,6 +7,7 @@ rest, and where Ray is not installed they are skipped rather than failed.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import uuid
 from pathlib import Path
@@ -17,6 +18,11 @@ from s3_endpoint import TEST_ACCESS_KEY, TEST_SECRET_KEY, session_s3, stop_sessi
 from submit_helpers import local_ray, stop_shared_ray
 
 DATA_DIR = Path(__file__).parent / "data"
+
+# Ray Train's controller looks at its workers every 2 s (Ray's default): a test's one-step
+# training run would spend seconds of each start and end waiting for that look. Every Ray
+# this session starts (shared, private, `ray start`, a CLI's own) inherits the variable.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 
 # Fails any test that starts Ray without the `ray` marker (the fast lane starts none).
 pytest_plugins = ["ray_guard"]

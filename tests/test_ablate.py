@@ -11,39 +11,44 @@ import pytest
 from maskray.jobs.training.ablation_summary import format_summary, summarize, verdict
 from results_helpers import run_maskray
 
-TINY = ["--steps", "1", "--train-images", "6", "--val-images", "3", "--min-size", "96", "--max-size", "96",
-        "--seeds", "2"]
+TINY = ["--steps", "1", "--train-images", "6", "--val-images", "3", "--min-size", "96", "--max-size", "96"]
 
 
 @pytest.mark.ray
-def test_two_switches_two_seeds_share_the_baseline_and_resume_without_training(tmp_path, capsys, shared_ray):
+def test_two_switches_share_the_baseline_a_seed_added_later_trains_only_its_runs_and_resume_trains_none(
+        tmp_path, capsys, shared_ray):
     out = tmp_path / "ablations"
-    code, printed, err = run_maskray(["ablate", "--switch", "mask-loss", "--switch", "roi-op", "-o", out, *TINY], capsys)
+    code, printed, err = run_maskray(["ablate", "--switch", "mask-loss", "--switch", "roi-op", "-o", out, *TINY,
+                                      "--seeds", "1"], capsys)
     assert code == 0, err
-    # sigmoid+align is both switches' baseline: 3 configurations x 2 seeds, not 4 x 2.
-    assert "6 runs (0 already done)" in printed
-    assert sorted(p.parent.name + "/" + p.name for p in (out / "runs").glob("*/seed-*")) == [
-        f"{key}/seed-{seed}" for key in ("align-sigmoid-fcn-resnet18", "align-softmax-fcn-resnet18",
-                                         "pool-sigmoid-fcn-resnet18") for seed in (0, 1)]
-    for switch, variants in (("mask-loss", ["sigmoid", "softmax"]), ("roi-op", ["align", "pool"])):
-        report = json.loads((out / f"{switch}.json").read_text())
-        assert report["seeds"] == [0, 1] and [v["variant"] for v in report["variants"]] == variants
-        for variant in report["variants"]:
-            assert [run["seed"] for run in variant["runs"]] == [0, 1]
-            values = [run["segm_AP"] for run in variant["runs"]]
-            assert variant["summary"]["segm_AP"]["mean"] == pytest.approx(statistics.fmean(values))
-        # The seed changes initialisation and data order: the runs are not copies of each other.
-        losses = {run["final_loss"] for run in report["variants"][0]["runs"]}
-        assert len(losses) == 2
-        assert f"{switch}" in printed and "paper" in printed
+    # sigmoid+align is both switches' baseline: 3 configurations, not 4.
+    assert "3 runs (0 already done)" in printed
+    assert sorted(p.parent.name for p in (out / "runs").glob("*/seed-0")) == [
+        "align-sigmoid-fcn-resnet18", "align-softmax-fcn-resnet18", "pool-sigmoid-fcn-resnet18"]
+
+    # A second seed later: the same budget, so only the new seed's runs are trained.
+    code, printed, err = run_maskray(["ablate", "--switch", "mask-loss", "-o", out, *TINY, "--seeds", "2"], capsys)
+    assert code == 0, err
+    assert "4 runs (2 already done)" in printed and printed.count("--- run") == 2
+    report = json.loads((out / "mask-loss.json").read_text())
+    assert report["seeds"] == [0, 1] and [v["variant"] for v in report["variants"]] == ["sigmoid", "softmax"]
+    for variant in report["variants"]:
+        assert [run["seed"] for run in variant["runs"]] == [0, 1]
+        values = [run["segm_AP"] for run in variant["runs"]]
+        assert variant["summary"]["segm_AP"]["mean"] == pytest.approx(statistics.fmean(values))
+    # The seed changes initialisation and data order: the runs are not copies of each other.
+    assert len({run["final_loss"] for run in report["variants"][0]["runs"]}) == 2
+    assert "mask-loss" in printed and "paper" in printed
+    roi_op = json.loads((out / "roi-op.json").read_text())
+    assert roi_op["seeds"] == [0] and [v["variant"] for v in roi_op["variants"]] == ["align", "pool"]
 
     # Finished runs are kept: the same command trains nothing again (and starts no Ray).
-    code, printed, err = run_maskray(["ablate", "--switch", "roi-op", "-o", out, *TINY], capsys)
+    code, printed, err = run_maskray(["ablate", "--switch", "mask-loss", "-o", out, *TINY, "--seeds", "2"], capsys)
     assert code == 0, err
     assert "4 runs (4 already done)" in printed and "--- run" not in printed
 
     # Another budget in the same folder would mix incomparable runs: one line, exit 2.
-    code, printed, err = run_maskray(["ablate", "--switch", "roi-op", "-o", out, *TINY[:-2], "--seeds", "2",
+    code, printed, err = run_maskray(["ablate", "--switch", "roi-op", "-o", out, *TINY, "--seeds", "1",
                                       "--steps", "2"], capsys)
     assert code == 2 and "another budget (differs in steps)" in err and "Traceback" not in err
 

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def run_demo(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    # A fresh process per run: the demo starts (and stops) its own embedded Ray.
+    # A fresh process: the demo starts (and stops) its own embedded Ray, as a user's first run does.
     return subprocess.run([sys.executable, "-m", "maskray", "demo", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout, env=dict(os.environ, PYTHONUNBUFFERED="1"))
 

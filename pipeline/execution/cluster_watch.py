@@ -5,7 +5,7 @@ Ray does not always tell a waiting driver: with the embedded Ray's raylet killed
 cluster it joined gone, `ray.wait` keeps returning nothing; an actor task on a node that
 vanished can stay pending. So a thread asks the GCS every CHECK_S seconds for the nodes
 (and where the running actors live), and the dispatch loop reads its latest answer:
-- the driver's own node dead, or no answer for LOST_AFTER_S: the job fails with one line
+- the driver's own node dead, or no answer for `cluster_lost_after_s()`: the job fails with one line
   (exit 1), instead of waiting forever;
 - an actor whose node is dead: its shard goes back to the queue on a fresh actor, and the
   attempt is not counted (losing a node is routine on spot fleets, not the shard's fault);
@@ -25,8 +25,9 @@ from typing import Callable, Optional
 from maskray.errors import MaskrayError
 
 CHECK_S = 3.0
-# Under Ray's own limit (its driver quits without a word after 60 s without the GCS).
-LOST_AFTER_S = 30.0
+# Ray's own limit: its driver quits without a word after this long without the GCS
+# (`RAY_gcs_rpc_server_reconnect_timeout_s`, default 60).
+_RAY_RECONNECT_ENV, _RAY_RECONNECT_DEFAULT_S = "RAY_gcs_rpc_server_reconnect_timeout_s", 60.0
 _PROBE_TIMEOUT_S = 2.0
 # How long a lost actor's node may still look alive before the loss counts as the worker's:
 # Ray's GCS declares a silent node dead after its health checks fail (~15-30 s).
@@ -34,18 +35,28 @@ NODE_VERDICT_S = 60.0
 NODE_LOST, WORKER_DIED = "node lost", "worker died"
 
 
+def cluster_lost_after_s() -> float:
+    """How long without an answer before the job fails: half of Ray's own limit, so the one
+    line comes before Ray's silent exit (30 s by default; shorter where Ray is told shorter)."""
+    try:
+        ray_limit = float(os.environ.get(_RAY_RECONNECT_ENV, _RAY_RECONNECT_DEFAULT_S))
+    except ValueError:
+        ray_limit = _RAY_RECONNECT_DEFAULT_S
+    return max(CHECK_S, min(ray_limit, _RAY_RECONNECT_DEFAULT_S) / 2)
+
+
 class ClusterLost(MaskrayError):
     """The driver can no longer reach a working Ray cluster (exit 1)."""
 
 
 class ClusterWatch:
-    def __init__(self, check_s: float = CHECK_S, lost_after_s: float = LOST_AFTER_S,
+    def __init__(self, check_s: float = CHECK_S, lost_after_s: Optional[float] = None,
                  on_lost: Optional[Callable[[str], None]] = None):
         """`on_lost(message)` is called from the watching thread when the cluster is lost,
         for a caller whose own thread may be stuck inside Ray (see `exit_lost`)."""
         import ray
 
-        self._check_s, self._lost_after_s = check_s, lost_after_s
+        self._check_s, self._lost_after_s = check_s, lost_after_s or cluster_lost_after_s()
         context = ray.get_runtime_context()
         self._own_node = context.get_node_id()
         self._gcs = _host_port(context.gcs_address)
