@@ -14,7 +14,7 @@ The bilinear weights and sums follow ATen's upsampling kernel (source index
 `scale * (i + 0.5) - 0.5` clamped at 0, `scale = (M + 2) / w` in float32; along x first, then
 y), with its fused multiply-adds reproduced by one float64 step rounded to float32. The
 probabilities then equal torchvision's to the last bit on most boxes and within 1e-6 on
-the rest, so thresholded masks are the same (tests/test_postprocess.py checks odd boxes and
+the rest, so thresholded masks are the same (tests/models/test_postprocess.py checks odd boxes and
 real frames against torchvision's paste).
 """
 

@@ -13,7 +13,7 @@ from maskray.errors import UsageError
 from maskray.models.predictor import FramePrediction, Predictor, PredictorConfig
 from maskray.models.catalog import MODELS
 
-IMAGES = Path(__file__).parent / "data" / "images"
+IMAGES = Path(__file__).parents[1] / "data" / "images"
 SMALL = dict(weights="none", min_size=128, max_size=192, score_threshold=0.0, max_instances=5,
              proposals=64)
 

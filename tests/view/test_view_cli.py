@@ -19,7 +19,7 @@ from maskray.pipeline.output import sink
 from results_helpers import ellipse, prediction, rectangle, write_output, write_shard
 from view_server import Viewer
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NAMES = {1: "person", 3: "car"}
 
 

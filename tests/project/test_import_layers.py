@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 LAYERS = {"cli": 0, "commands": 0, "jobs": 1, "pipeline": 2, "models": 3}
 # Owned by the inputs work of issue 9 (`pipeline.inputs.sampling` <-> `video`), not yet split.
 KNOWN_CYCLES: list = []

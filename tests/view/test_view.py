@@ -29,7 +29,7 @@ from maskray.pipeline.output.reader import open_output
 from maskray.pipeline.render.drawing import PALETTE
 
 pytestmark = pytest.mark.ray  # the demo's job runs on a real local Ray
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 needs_chromium = pytest.mark.skipif(find_chromium() is None, reason="no Chromium (apt-get install -y chromium)")
 
 

@@ -23,7 +23,7 @@ from maskray.models.predictor import Predictor, PredictorConfig
 from maskray.models.build import build_model
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 

@@ -117,7 +117,7 @@ def test_work_begins_on_the_first_replica_up(tmp_path):
 def test_a_replica_that_cannot_load_its_weights_gives_the_users_line(data_dir, tmp_path):
     """Weights the driver can read and hash but no replica can load (not a state dict) fail in
     the replicas: the user still gets the replica's own one line and exit code 2, not a Ray
-    traceback. (`coco` offline fails earlier, in the driver: tests/test_weights_location.py.)"""
+    traceback. (`coco` offline fails earlier, in the driver: tests/models/test_weights_location.py.)"""
     weights = tmp_path / "notes.pt"
     weights.write_text("these are not weights\n")
     result = run_cli("submit", data_dir / "images" / "rocket.jpg", "--output", tmp_path / "out",

@@ -10,7 +10,7 @@ from pycocotools import mask as coco_mask
 
 from maskray.models import rle
 
-IMAGES = Path(__file__).parent / "data" / "images"
+IMAGES = Path(__file__).parents[1] / "data" / "images"
 
 
 def reference(mask: np.ndarray) -> str:

@@ -18,7 +18,7 @@ from PIL import Image
 
 pytestmark = pytest.mark.ray  # every test here runs a real local Ray
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run_demo(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:

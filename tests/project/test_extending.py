@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "extending.md"
 NEW_FILE = re.compile(r"# new file: (\S+)$")
 ADD_TO = re.compile(r"# add to (\S+), after the line starting: (.+)$")

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.ray
 START_TIMEOUT = 400  # `ray start` on 2 busy shared cores can take minutes
 DRAIN_DEADLINE_S = 15
 # The join/preempt scenario only needs the node gone some seconds after its notice (what a
-# replica does with the time left is the third scenario's and tests/test_drain_deadline.py's).
+# replica does with the time left is the third scenario's and tests/execution/test_drain_deadline.py's).
 SHORT_DRAIN_DEADLINE_S = 5
 
 
