@@ -16,8 +16,10 @@ from submit_helpers import REPO, SMALL_FLAGS, commits, kill_session
 @pytest.mark.ray
 def test_ctrl_c_says_run_the_same_command_and_status_says_stopped_by_the_user(data_dir, tmp_path):
     output = tmp_path / "out"
-    command = ["submit", data_dir / "videos" / "bikes.mp4", "--output", output, "--every", "50",
-               "--segment-seconds", "2", "--batch-size", "1", *SMALL_FLAGS]
+    # 125 frames in 10 shards: seconds of work left after the first commit, so Ctrl-C comes mid-job
+    # (with 5 frames in 4 shards the job could end between the first commit and the signal).
+    command = ["submit", data_dir / "videos" / "bikes.mp4", "--output", output, "--every", "2",
+               "--segment-seconds", "1", "--batch-size", "1", *SMALL_FLAGS]
     process = subprocess.Popen([sys.executable, "-c", "from maskray.cli import main; main()", *map(str, command)],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
