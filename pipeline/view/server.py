@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import signal
 from importlib import resources
 from typing import Callable, Optional
 
@@ -174,7 +175,26 @@ async def serve(output_uri: str, host: str, port: int, echo: Callable[[str], Non
     echo(f"maskray view: {output_uri}")
     echo(f"  open http://{shown}:{bound}/?token={token}")
     echo("  (Ctrl+C stops it)")
+    stop = asyncio.Event()
+    handled = _stop_on_signals(stop)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
+        for number in handled:
+            asyncio.get_running_loop().remove_signal_handler(number)
         await runner.cleanup()
+
+
+def _stop_on_signals(stop: asyncio.Event) -> list:
+    """Ctrl+C (SIGINT) and SIGTERM set `stop`, through the loop's own signal handling: a
+    signal the kernel hands to one of the request threads still wakes the loop (a plain
+    KeyboardInterrupt would wait for the main thread to leave its poll, which may be never).
+    Off the main thread (a viewer run inside another program) the caller stops it instead."""
+    loop, handled = asyncio.get_running_loop(), []
+    for number in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(number, stop.set)
+            handled.append(number)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+    return handled

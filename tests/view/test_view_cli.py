@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +46,27 @@ def test_a_port_in_use_is_a_usage_error(tmp_path):
         done = run_view(str(out), "--port", str(taken.getsockname()[1]))
     assert done.returncode == 2
     assert "cannot listen on 127.0.0.1" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_ctrl_c_or_sigterm_stops_it_at_once_with_exit_0(tmp_path):
+    """The viewer leaves on SIGINT and SIGTERM alike, after serving requests from its threads
+    (a signal the kernel hands to one of those threads must still stop it)."""
+    out = known_output(tmp_path)
+    for number in (signal.SIGINT, signal.SIGTERM):
+        process = subprocess.Popen([sys.executable, "-m", "maskray", "view", str(out), "--port", "0"], cwd=REPO,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            url = next(found.group(1) for line in process.stdout if (found := re.search(r"open (http://\S+)", line)))
+            no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            for _ in range(8):  # requests that start the server's threads
+                no_proxy.open(url.replace("/?token=", "/api/overview?token="), timeout=60).read()
+            process.send_signal(number)
+            _, err = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        assert process.returncode == 0 and "Traceback" not in err, (number, err)
 
 
 def known_frames(tmp_path: Path) -> list:
