@@ -13,6 +13,12 @@ from maskray.pipeline.output.status import format_status, output_status
 from submit_helpers import REPO, SMALL_FLAGS, commits, kill_session
 
 
+def _as_a_terminal_starts_it() -> None:
+    """SIGINT at its default, as for a command typed in a terminal: pytest run in the background
+    of a script (`... &`) ignores SIGINT, and its children would inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.ray
 def test_ctrl_c_says_run_the_same_command_and_status_says_stopped_by_the_user(data_dir, tmp_path):
     output = tmp_path / "out"
@@ -22,7 +28,7 @@ def test_ctrl_c_says_run_the_same_command_and_status_says_stopped_by_the_user(da
                "--segment-seconds", "1", "--batch-size", "1", *SMALL_FLAGS]
     process = subprocess.Popen([sys.executable, "-c", "from maskray.cli import main; main()", *map(str, command)],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+                               start_new_session=True, preexec_fn=_as_a_terminal_starts_it)
     try:
         deadline = time.monotonic() + 240
         while not commits(str(output)) and process.poll() is None and time.monotonic() < deadline:
