@@ -145,17 +145,21 @@ def auth_token() -> str:
     return _TOKEN[0]
 
 
+# Ray's own settings for every test cluster (and a test's embedded Ray): a killed node is declared
+# dead after 3 failed health checks 1 s apart, not Ray's 5 at 3 s, so the node-loss tests wait
+# seconds for the GCS, not ~15 s each. (A check only fails on an error or after its 10 s timeout,
+# so a busy raylet is not taken for dead.)
+QUICK_NODE_DEATH = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
+
+
 def _launch(command: list[str], temp_dir: str, auth_mode: str) -> tuple[subprocess.Popen, str]:
     env = ray_env(auth_mode)
     env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"  # no drain wait when we stop it
     # On a few busy shared cores the raylet's agents can take longer than Ray's default to
     # start, and the raylet then aborts: give them minutes.
     env.setdefault("RAY_agent_register_timeout_ms", "300000")
-    # A killed node is declared dead after 3 failed health checks 1 s apart, not Ray's 5 at 3 s:
-    # the node-loss tests then wait seconds for the GCS, not ~15 s each. (A check only fails on
-    # an error or after its 10 s timeout, so a busy raylet is not taken for dead.)
-    env.setdefault("RAY_health_check_period_ms", "1000")
-    env.setdefault("RAY_health_check_failure_threshold", "3")
+    for name, value in QUICK_NODE_DEATH.items():
+        env.setdefault(name, value)
     # Marks every process of this node (inherited by raylet, workers, job drivers).
     env["MASKRAY_TEST_RAY_HEAD"] = temp_dir
     log_path = os.path.join(temp_dir, "ray-start.log")

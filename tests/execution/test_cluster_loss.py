@@ -12,15 +12,41 @@ import time
 
 import pytest
 
+from ray_head import QUICK_NODE_DEATH
 from submit_helpers import REPO, SMALL_FLAGS, commits
 
 pytestmark = pytest.mark.ray  # a real Ray cluster that is lost
 
 # Ray's own settings, so the losses are seen in seconds rather than Ray's defaults (a dead
-# raylet declared after 5 failed health checks 3 s apart; the driver gives up on the GCS after
-# half of Ray's 60 s reconnect limit): what is tested is what maskray does once they are seen.
-QUICK_HEALTH_CHECKS = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "2"}
+# raylet: ray_head.QUICK_NODE_DEATH; the driver gives up on the GCS after half of Ray's 60 s
+# reconnect limit): what is tested is what maskray does once they are seen.
 QUICK_RECONNECT_LIMIT = {"RAY_gcs_rpc_server_reconnect_timeout_s": "16"}  # lost after 8 s
+
+
+def _start_submit(command: list, env: dict, stderr_path) -> subprocess.Popen:
+    """`maskray submit` in its own session, returned once its job has started (shards to do)."""
+    with open(stderr_path, "wb") as stderr:
+        submit = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+                                  start_new_session=True)
+    try:
+        deadline = time.monotonic() + 400
+        while "shards to do" not in stderr_path.read_text(errors="replace"):
+            assert submit.poll() is None, stderr_path.read_text()
+            assert time.monotonic() < deadline, "the job never started"
+            time.sleep(0.5)
+    except BaseException:
+        _kill_session(submit.pid)
+        raise
+    return submit
+
+
+def _kill_session(session: int) -> None:
+    """Every process of the submit's session: the driver and its embedded Ray (ours only)."""
+    for pid in _session_pids(session):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def test_killed_raylet_ends_submit_with_one_line_and_exit_1(data_dir, tmp_path):
@@ -29,15 +55,8 @@ def test_killed_raylet_ends_submit_with_one_line_and_exit_1(data_dir, tmp_path):
                str(data_dir / "videos" / "bikes.mp4"), "--output", str(output), "--segment-seconds", "60",
                "--batch-size", "1", *SMALL_FLAGS]
     stderr_path = tmp_path / "stderr.txt"
-    with open(stderr_path, "wb") as stderr:
-        submit = subprocess.Popen(command, cwd=REPO, env=dict(os.environ, **QUICK_HEALTH_CHECKS),
-                                  stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+    submit = _start_submit(command, dict(os.environ, **QUICK_NODE_DEATH), stderr_path)
     try:
-        deadline = time.monotonic() + 400
-        while "shards to do" not in stderr_path.read_text(errors="replace"):
-            assert submit.poll() is None, stderr_path.read_text()
-            assert time.monotonic() < deadline, "the job never started"
-            time.sleep(0.5)
         assert not commits(str(output))  # one long shard: still running
         raylets = [pid for pid in _session_pids(submit.pid) if _is_raylet(pid)]
         assert len(raylets) == 1
@@ -46,14 +65,10 @@ def test_killed_raylet_ends_submit_with_one_line_and_exit_1(data_dir, tmp_path):
         code = submit.wait(timeout=180)
         waited = time.monotonic() - killed_at
     finally:
-        for pid in _session_pids(submit.pid):  # the embedded Ray's leftovers: ours only
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _kill_session(submit.pid)  # the embedded Ray's leftovers
     lines = [line for line in stderr_path.read_text(errors="replace").splitlines() if line.startswith("maskray: error")]
     assert code == 1, stderr_path.read_text()[-2000:]
-    assert waited < 60  # a dead raylet declared after 2 failed health checks 1 s apart
+    assert waited < 60  # a dead raylet declared after 3 failed health checks 1 s apart
     assert len(lines) == 1 and "lost the Ray cluster" in lines[0]
     assert "Traceback" not in stderr_path.read_text(errors="replace")
 
@@ -89,16 +104,8 @@ def test_joined_cluster_going_away_ends_submit_with_one_line_and_exit_1(data_dir
         command = [sys.executable, "-c", "from maskray.cli import main; main()", "submit",
                    str(data_dir / "videos" / "bikes.mp4"), "--output", str(output), "--address", head.gcs_address,
                    "--segment-seconds", "60", "--batch-size", "1", *SMALL_FLAGS]
-        with open(stderr_path, "wb") as stderr:
-            submit = subprocess.Popen(command, cwd=REPO, env={**ray_env("token"), **QUICK_RECONNECT_LIMIT},
-                                      stdout=subprocess.DEVNULL,
-                                      stderr=stderr, start_new_session=True)
+        submit = _start_submit(command, {**ray_env("token"), **QUICK_RECONNECT_LIMIT}, stderr_path)
         try:
-            deadline = time.monotonic() + 400
-            while "shards to do" not in stderr_path.read_text(errors="replace"):
-                assert submit.poll() is None, stderr_path.read_text()
-                assert time.monotonic() < deadline, "the job never started"
-                time.sleep(0.5)
             kill_node(head)  # the whole cluster: GCS, raylet, the workers
             killed_at = time.monotonic()
             code = submit.wait(timeout=180)
