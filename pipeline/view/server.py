@@ -186,9 +186,9 @@ async def serve(output_uri: str, host: str, port: int, echo: Callable[[str], Non
 
 
 def _stop_on_signals(stop: asyncio.Event) -> list:
-    """Ctrl+C (SIGINT) and SIGTERM set `stop`, through the loop's own signal handling: a
-    signal the kernel hands to one of the request threads still wakes the loop (a plain
-    KeyboardInterrupt would wait for the main thread to leave its poll, which may be never).
+    """Ctrl+C (SIGINT) and SIGTERM set `stop`, through the loop's own signal handling: the
+    server then closes cleanly on either, also where it was started with SIGINT ignored (from
+    a script's background), which Python would never turn into a KeyboardInterrupt.
     Off the main thread (a viewer run inside another program) the caller stops it instead."""
     loop, handled = asyncio.get_running_loop(), []
     for number in (signal.SIGINT, signal.SIGTERM):

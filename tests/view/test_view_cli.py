@@ -49,8 +49,7 @@ def test_a_port_in_use_is_a_usage_error(tmp_path):
 
 
 def test_ctrl_c_or_sigterm_stops_it_at_once_with_exit_0(tmp_path):
-    """The viewer leaves on SIGINT and SIGTERM alike, after serving requests from its threads
-    (a signal the kernel hands to one of those threads must still stop it)."""
+    """The viewer leaves on SIGINT and SIGTERM alike, after serving requests from its threads."""
     out = known_output(tmp_path)
     for number in (signal.SIGINT, signal.SIGTERM):
         process = subprocess.Popen([sys.executable, "-m", "maskray", "view", str(out), "--port", "0"], cwd=REPO,
