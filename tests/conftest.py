@@ -25,7 +25,7 @@ DATA_DIR = Path(__file__).parent / "data"
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 
 # Fails any test that starts Ray without the `ray` marker (the fast lane starts none).
-pytest_plugins = ["ray_guard"]
+pytest_plugins = ["ray_guard", "cpu_durations"]
 
 
 def pytest_collection_modifyitems(config, items):
